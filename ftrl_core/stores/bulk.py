@@ -1,0 +1,149 @@
+"""Whole-model transfers: seeding Redis from a model (``ctr load-state``), reading every
+shard's state back into a model (snapshots), and clearing a model's keys.
+
+A snapshot is consistent at flush granularity: it first sets ``<prefix>pause`` on every
+shard; a flush script that finds it applies nothing and answers "paused" (the worker keeps
+its deltas and retries). Scripts run atomically, so once the flag is set on a shard no flush
+is half-applied there, and the SCANs that follow read a state no flush changes. Each worker's
+flush is atomic per shard, not across shards (shards are independent servers), so a flush
+that reached shard 0 just before the pause and shard 1 just after is in the snapshot on shard
+0 only, and applied on shard 1 after it; single-process use (``ctr train``) syncs before it
+snapshots and is exact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..model import Model
+from .errors import StateStoreError
+
+if TYPE_CHECKING:
+    from .redis_state import RedisState
+
+PAUSE_MS = 120_000
+
+
+def model_keys(state: RedisState, shard: int) -> Iterator[bytes]:
+    yield from state.shards[shard].client.scan_iter(match=state.prefix + "*", count=1000)
+
+
+def clear(state: RedisState) -> int:
+    """Delete every key of the model on every shard; returns how many."""
+    n = 0
+    for shard in state.shards:
+        batch: list[bytes] = []
+        for key in model_keys(state, shard.index):
+            batch.append(key)
+            if len(batch) == 1000:
+                n += int(shard.client.unlink(*batch))
+                batch = []
+        if batch:
+            n += int(shard.client.unlink(*batch))
+    return n
+
+
+def seed(state: RedisState, model: Model, replace: bool = False) -> int:
+    """Write ``model``'s coordinates and counters as the stored state of this model name.
+    Refuses when the name already holds state, unless ``replace``."""
+    if state.stored_config() is not None or any(
+            next(model_keys(state, s.index), None) is not None for s in state.shards):
+        if not replace:
+            raise StateStoreError(f"model {state.name!r} already has state in {state.url}: "
+                                  "pass --replace to overwrite it, or another --model-name")
+        clear(state)
+    counters = model.optimizer.counters.copy()
+    state.attach(model)  # claims the name (it reads the shared counters: zero here)
+    model.optimizer.counters[:] = counters
+    assert state.layout is not None
+    records = model.optimizer.table.records()
+    keys = np.ascontiguousarray(records[:, 0])
+    recs = np.ascontiguousarray(records[:, 1:])
+    pending: dict[int, int] = {}
+    for shard_index, cmd in state.layout.seed_commands(state.prefix, keys, recs):
+        shard = state.shards[shard_index]
+        shard.send(cmd)
+        pending[shard_index] = pending.get(shard_index, 0) + 1
+        if pending[shard_index] >= 256:
+            _drain(state, shard_index, pending)
+    for i in list(pending):
+        _drain(state, i, pending)
+    counters = counters[:state.ncounters].astype("<f8")
+    state.shards[0].client.hset(state.prefix + "t", mapping={
+        str(i + 1): counters[i:i + 1].tobytes() for i in range(counters.size)})
+    state.counter_base = counters.astype(np.float64)
+    return int(keys.size)
+
+
+def _drain(state: RedisState, i: int, pending: dict[int, int]) -> None:
+    for _ in range(pending.pop(i, 0)):
+        state.shards[i].read()
+
+
+def snapshot(state: RedisState) -> Model:
+    """A model holding every shard's state (flushes paused meanwhile; see the module doc)."""
+    stored = state.stored_config()
+    if stored is None:
+        raise StateStoreError(f"no model {state.name!r} in {state.url}")
+    model = Model.from_config(stored["config"])
+    if state.model is None:
+        state.attach(model)
+    layout = state.layout
+    assert layout is not None
+    pause = state.prefix + "pause"
+    for shard in state.shards:
+        shard.client.set(pause, "1", px=PAUSE_MS)
+    try:
+        parts_k: list[np.ndarray] = []
+        parts_r: list[np.ndarray] = []
+        for shard in state.shards:
+            for keys, recs in _read_shard(state, shard.index, layout):
+                parts_k.append(keys)
+                parts_r.append(recs)
+        raw: dict[Any, Any] = state.shards[0].client.hgetall(state.prefix + "t")
+    finally:
+        for shard in state.shards:
+            shard.client.delete(pause)
+    opt = model.optimizer
+    width = opt.stride - 1
+    keys = np.concatenate(parts_k) if parts_k else np.empty(0, dtype=np.uint64)
+    recs = np.concatenate(parts_r) if parts_r else np.empty((0, width), dtype=np.uint64)
+    records = np.empty((keys.size, opt.stride), dtype=np.uint64)
+    records[:, 0] = keys
+    records[:, 1:] = recs
+    counters = np.zeros(opt.counters.size)
+    for f, v in raw.items():
+        counters[int(f) - 1] = np.frombuffer(v, dtype="<f8")[0]
+    opt.load_state({"records": records, "counters": counters})
+    return model
+
+
+def _read_shard(state: RedisState, i: int, layout: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    client = state.shards[i].client
+    pattern = layout.scan_pattern(state.prefix)
+    names: list[bytes] = []
+
+    def fetch(batch: list[bytes]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        pipe = client.pipeline(transaction=False)
+        for name in batch:
+            getattr(pipe, layout.read_command.lower())(name)
+        for name, value in zip(batch, pipe.execute(), strict=True):
+            if value:
+                yield layout.parse_key(name, value)
+
+    for name in client.scan_iter(match=pattern, count=1000):
+        names.append(name)
+        if len(names) == 500:
+            yield from fetch(names)
+            names = []
+    if names:
+        yield from fetch(names)
+
+
+def config_summary(state: RedisState) -> str:
+    stored = state.stored_config()
+    return "none" if stored is None else json.dumps(stored["store"])

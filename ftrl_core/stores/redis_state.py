@@ -1,0 +1,294 @@
+"""The Redis state store: a worker-local cache plus additive deltas pushed to N shards.
+
+What lives where:
+
+- the worker's optimizer table is a cache of the coordinates it has used; the hot path
+  (predict, learn) never leaves the process;
+- Redis holds, per model name (keys ``ctr:<name>:...``): ``config`` (the model's identity,
+  on every shard with the shard's index), the coordinates (``b:<bucket>`` hashes, or
+  ``c:<chunk>`` strings in hashed mode), the global step counters (``t``, on shard 0; for
+  FOBOS/TG the regularisation clock too), flush ids (``f:<id>``, with a TTL);
+- per coordinate the additive state: FTRL (z, n), RDA G, FOBOS/TG (w, n, c). For the lazy
+  learners w and the clock stamp c are pushed as deltas too: one worker is exact; with
+  several, c becomes the sum of the workers' stamp moves, an approximation of "the clock
+  when last brought current" (the global clock itself is the sum of all workers' advances).
+
+The flush protocol: before a batch is learned, ``before_learn`` finds the batch's keys
+absent from the cache and, if a flush is due (every ``sync_every_events`` learned rows,
+default every batch), sends one script call per shard that applies the pending deltas and
+reads the absent keys; the replies (merged values) refresh the cache. Each call carries a
+flush id ``<worker>:<sequence>``: a call retried after a lost reply finds its id recorded
+and is answered with the current values instead of being applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from ..batch import Batch
+from ..model import Model
+from .buckets import BucketLayout
+from .chunks import ChunkLayout
+from .deltas import DeltaTracker, store_records
+from .errors import FlushError, IdentityError, StateStoreError
+from .shard import TRANSIENT, Shard, is_noscript
+from .urls import check_model_name, parse_state_url
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUCKETS = 1 << 14
+#: config entries that must agree between workers (fields may grow, names may differ)
+IDENTITY_KEYS = ("optimizer", "params", "field_l1", "field_l2", "extra", "features", "format")
+
+
+def _script(layout_file: str) -> str:
+    lua = resources.files(__package__).joinpath("lua")
+    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(layout_file).read_text()
+
+
+class RedisState:
+    """Keeps a ``Model``'s optimizer table in step with the state held by Redis shards."""
+
+    def __init__(self, url: str, model_name: str = "default", *, sync_every_events: int = 0,
+                 buckets: int | None = None, flush_ttl: int = 3600, retries: int = 5,
+                 pause_timeout: float = 60.0, socket_timeout: float = 30.0) -> None:
+        parsed = parse_state_url(url)
+        if parsed.scheme != "redis":
+            raise StateStoreError(f"--state {url}: not a redis:// URL")
+        self.url = url
+        self.name = check_model_name(model_name)
+        self.prefix = f"ctr:{self.name}:"
+        self.shards = [Shard(u, i, socket_timeout) for i, u in enumerate(parsed.shards)]
+        self.sync_every_events = max(int(sync_every_events), 0)
+        self.buckets = buckets
+        self.flush_ttl = flush_ttl
+        self.retries = retries
+        self.pause_timeout = pause_timeout
+        self.worker = os.urandom(6).hex()
+        self.seq = 0
+        self.rows_pending = 0
+        self.flushes = 0
+        #: (flush id, rows pending, coordinates pending) of a flush that failed: retried
+        #: unchanged, it is sent with the same id, so a shard that applied it before the
+        #: failure (another shard failed, or the reply was lost) does not apply it twice
+        self.failed_flush: tuple[str, int, int] | None = None
+        self.model: Model | None = None
+        self.layout: BucketLayout | ChunkLayout | None = None
+        self.counter_base = np.zeros(0, dtype=np.float64)
+        self.ncounters = 0
+
+    # -- identity -------------------------------------------------------------------------
+
+    def _make_layout(self, model: Model, buckets: int) -> BucketLayout | ChunkLayout:
+        opt = model.optimizer
+        if model.options.hash_bits:
+            return ChunkLayout(opt.stride, opt.state_dtype, model.options.hash_bits,
+                               len(self.shards))
+        return BucketLayout(opt.stride, opt.state_dtype, buckets, len(self.shards))
+
+    def stored_config(self) -> dict[str, Any] | None:
+        raw = self._call(0, "get", self.prefix + "config")
+        return None if raw is None else dict(json.loads(raw))
+
+    def _record(self, model: Model, layout: BucketLayout | ChunkLayout, shard: int) -> str:
+        return json.dumps({"config": model.config(), "store": layout.identity(),
+                           "shards": len(self.shards), "shard": shard}, sort_keys=True)
+
+    def attach(self, model: Model) -> Model:
+        """Bind ``model`` to the stored model of this name: claim the name if it is free,
+        refuse if the stored config disagrees; then read the shared counters."""
+        stored = self.stored_config()
+        buckets = self.buckets or (stored or {}).get("store", {}).get("buckets") \
+            or DEFAULT_BUCKETS
+        layout = self._make_layout(model, int(buckets))
+        for shard in self.shards:
+            mine = self._record(model, layout, shard.index)
+            old = self._call(shard.index, "set", self.prefix + "config", mine, nx=True,
+                             get=True)
+            if old is not None:
+                self._check(json.loads(old), json.loads(mine), shard)
+        self.model, self.layout = model, layout
+        script = _script(layout.script)
+        for shard in self.shards:
+            self._retry(shard, lambda s: s.load_script(script))
+        self.tracker = DeltaTracker(model.optimizer.stride)
+        self.ncounters = len(model.optimizer.counter_names)
+        self._exchange(write=False, missing=np.empty(0, dtype=np.uint64), counters=True)
+        return model
+
+    def _check(self, stored: dict[str, Any], mine: dict[str, Any], shard: Shard) -> None:
+        where = f"model {self.name!r} on {shard.url}"
+        a = {k: stored["config"].get(k) for k in IDENTITY_KEYS}
+        b = {k: mine["config"].get(k) for k in IDENTITY_KEYS}
+        if a != b:
+            diff = [k for k in IDENTITY_KEYS if a[k] != b[k]]
+            raise IdentityError(
+                f"{where} was created with another config ({', '.join(diff)} differ: stored "
+                f"{json.dumps({k: a[k] for k in diff})}, this process "
+                f"{json.dumps({k: b[k] for k in diff})}); use the same learner flags, "
+                "another --model-name, or clear the model")
+        if stored["store"] != mine["store"]:
+            raise IdentityError(f"{where} is stored as {stored['store']}, this process would "
+                                f"write {mine['store']}")
+        if (stored["shards"], stored["shard"]) != (mine["shards"], mine["shard"]):
+            raise IdentityError(
+                f"{where} holds shard {stored['shard']} of {stored['shards']}, but the --state "
+                f"URL lists it as shard {mine['shard']} of {mine['shards']}: list the shards "
+                "in the same order as when the model was created")
+
+    def open(self, build: Any, model_in: Any = None) -> Model:
+        """The service's store interface: a model built from the stored config when there is
+        one (the flags must agree), else ``build()``; ``model_in`` seeds an empty store."""
+        model = Model.load(model_in) if model_in is not None else build()
+        if model_in is not None and self.stored_config() is None:
+            from .bulk import seed
+
+            seed(self, model)
+        return self.attach(model)
+
+    # -- the learner's hooks ----------------------------------------------------------------
+
+    def before_learn(self, model: Model, batch: Batch) -> None:
+        """Fetch the batch's unknown keys and, if due, flush: one call per shard."""
+        cache = model.optimizer.table
+        missing = self.tracker.missing(cache, batch)
+        due = self.rows_pending > 0 and self.rows_pending >= self.sync_every_events
+        if due or missing.size:
+            self._exchange(write=due, missing=missing, counters=due)
+        self.tracker.capture(cache, batch)
+
+    def after_learn(self, model: Model, batch: Batch) -> None:
+        self.rows_pending += batch.rows
+
+    def sync(self, model: Model | None = None) -> None:
+        """Push every pending delta now (before snapshots, at shutdown)."""
+        if self.rows_pending or self.tracker.pending:
+            self._exchange(write=True, missing=np.empty(0, dtype=np.uint64), counters=True)
+
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()
+
+    # -- the flush call ---------------------------------------------------------------------
+
+    def _exchange(self, write: bool, missing: np.ndarray, counters: bool) -> None:
+        assert self.model is not None and self.layout is not None
+        opt = self.model.optimizer
+        if write:
+            keys, base, cur = self.tracker.collect(opt.table)
+            again = self.failed_flush
+            if again is not None and again[1:] == (self.rows_pending, keys.size):
+                flush_id = again[0]
+            else:
+                self.seq += 1
+                flush_id = f"{self.worker}:{self.seq}"
+        else:
+            keys = np.empty(0, dtype=np.uint64)
+            base = cur = np.empty((0, opt.stride - 1), dtype=np.uint64)
+            flush_id = ""
+        nc = self.ncounters
+        cb = self.counter_base.tobytes() if write else b""
+        cc = opt.counters[:nc].astype("<f8").tobytes() if counters else b""
+        if counters and not write:
+            cb = cc
+        _, wshard = self.layout.route(keys)
+        _, rshard = self.layout.route(missing)
+        calls: dict[int, tuple[bytes, np.ndarray, np.ndarray]] = {}
+        for shard in self.shards:
+            i = shard.index
+            wsel = np.flatnonzero(wshard == i)
+            rsel = np.flatnonzero(rshard == i)
+            if not (wsel.size or rsel.size or (i == 0 and counters)):
+                continue
+            head = [self.prefix.encode(), flush_id.encode(), str(self.flush_ttl).encode(),
+                    cb if i == 0 else b"", cc if i == 0 else b""]
+            payload, wo, ro = self.layout.encode(shard.sha or "", head, keys[wsel], base[wsel],
+                                                 cur[wsel], missing[rsel])
+            calls[i] = (payload, keys[wsel][wo], missing[rsel][ro])
+        try:
+            replies = self._roundtrip({i: c[0] for i, c in calls.items()})
+        except Exception:
+            if write:
+                self.failed_flush = (flush_id, self.rows_pending, int(keys.size))
+            raise
+        for i, (_, wkeys, rkeys) in calls.items():
+            _status, merged_counters, body = replies[i]
+            n = wkeys.size + rkeys.size
+            recs = self.layout.decode(body, n)
+            store_records(opt.table, np.concatenate([wkeys, rkeys]), recs)
+            if merged_counters:
+                opt.counters[:nc] = np.frombuffer(merged_counters, dtype="<f8")
+        if counters:
+            self.counter_base = opt.counters[:nc].copy()
+        if write:
+            self.tracker.clear()
+            self.rows_pending = 0
+            self.flushes += 1
+            self.failed_flush = None
+
+    def _roundtrip(self, payloads: dict[int, bytes]) -> dict[int, Any]:
+        """Send every shard's call, then read the replies (the shards work in parallel);
+        a call whose reply is lost is resent as is (its flush id makes that safe)."""
+        replies: dict[int, Any] = {}
+        todo = dict(payloads)
+        attempts = 0
+        deadline = time.monotonic() + self.pause_timeout
+        while todo:
+            sent = []
+            for i, payload in todo.items():
+                try:
+                    self.shards[i].send(payload)
+                    sent.append(i)
+                except TRANSIENT as exc:
+                    self._failed(i, exc, attempts)
+            paused = False
+            for i in sent:
+                try:
+                    reply = self.shards[i].read()
+                except TRANSIENT as exc:
+                    self._failed(i, exc, attempts)
+                    continue
+                except Exception as exc:
+                    if is_noscript(exc):  # a restarted shard lost its scripts
+                        self._retry(self.shards[i], lambda s: s.load_script(
+                            _script(self.layout.script)))  # type: ignore[union-attr]
+                        continue
+                    raise FlushError(f"shard {self.shards[i].url}: {exc}") from exc
+                if reply[0] == b"paused":
+                    paused = True
+                    continue
+                replies[i] = reply
+                del todo[i]
+            attempts += 1
+            if todo:
+                if attempts > self.retries and not (paused and time.monotonic() < deadline):
+                    raise FlushError(f"flush not applied on shard(s) "
+                                     f"{', '.join(self.shards[i].url for i in todo)} after "
+                                     f"{attempts} attempts; its deltas stay pending")
+                time.sleep(min(0.05 * attempts, 1.0))
+        return replies
+
+    def _failed(self, i: int, exc: BaseException, attempts: int) -> None:
+        log.warning("shard %s: %s (attempt %d); retrying", self.shards[i].url, exc, attempts + 1)
+        self.shards[i].reset()
+
+    def _retry(self, shard: Shard, fn: Any) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(shard)
+            except TRANSIENT as exc:
+                if attempt == self.retries:
+                    raise StateStoreError(f"shard {shard.url} unreachable: {exc}") from exc
+                shard.reset()
+                time.sleep(min(0.05 * (attempt + 1), 1.0))
+        return None
+
+    def _call(self, i: int, method: str, *args: Any, **kw: Any) -> Any:
+        return self._retry(self.shards[i], lambda s: getattr(s.client, method)(*args, **kw))

@@ -1,0 +1,138 @@
+"""Figures that need a pass over the stored weights, for the primary and every variant.
+
+A pass over a million coordinates costs tens of milliseconds per learner, too much to hold
+the learn lock for. So the lock is held only to *copy* what the pass reads (each learner's
+state table and counters, its metrics histogram: memory-speed copies), and the pass runs
+on the copies in a worker thread while learning goes on. The result is cached per model
+version: ``/v1/model``, ``/v1/variants``, ``/metrics`` and the dashboard's sampler all read
+the same figures for the same version, and an idle model is never scanned twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ftrl_core.fields import FieldRegistry
+from ftrl_core.metrics import ProgressiveMetrics
+from ftrl_core.model import Model
+from ftrl_core.optimizers import Optimizer
+from ftrl_core.sparsity import SparsityCounter
+
+#: the |w| histogram: log10 bins from 1e-8 to 1e2, four per decade (outside: the end bins)
+ABS_W_LOW, ABS_W_HIGH, ABS_W_PER_DECADE = -8, 2, 4
+ABS_W_BINS = (ABS_W_HIGH - ABS_W_LOW) * ABS_W_PER_DECADE
+CALIBRATION_BUCKETS = 10
+
+
+@dataclass
+class ModelStats:
+    """One learner's figures at one model version."""
+
+    version: int
+    coordinates: int
+    nnz: int
+    l1_norm: float
+    name: str = "primary"
+    primary: bool = True
+    optimizer: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    rows: int = 0
+    logloss: float | None = None
+    auc: float | None = None
+    calibration: float | None = None
+    fields: dict[str, dict[str, float]] = field(default_factory=dict)
+    abs_w_counts: list[int] = field(default_factory=list)
+    calibration_buckets: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``/v1/variants`` entry."""
+        return {"name": self.name, "primary": self.primary, "optimizer": self.optimizer,
+                "params": self.params, "rows": self.rows, "logloss": self.logloss,
+                "auc": self.auc, "calibration": self.calibration, "nnz": self.nnz,
+                "coordinates": self.coordinates, "l1_norm": self.l1_norm}
+
+    def details(self) -> dict[str, Any]:
+        """The dashboard's entry: the summary, per-field figures and the distributions."""
+        return {**self.summary(), "fields": self.fields, "abs_w_counts": self.abs_w_counts,
+                "calibration_buckets": self.calibration_buckets}
+
+
+def abs_w_edges() -> list[float]:
+    return [10.0 ** (ABS_W_LOW + i / ABS_W_PER_DECADE) for i in range(ABS_W_BINS + 1)]
+
+
+@dataclass
+class _Frozen:
+    name: str
+    primary: bool
+    version: int
+    optimizer: Optimizer
+    metrics: ProgressiveMetrics
+    registry: FieldRegistry
+
+
+def freeze(models: Sequence[tuple[str, Model]]) -> list[_Frozen]:
+    """Copies of what the stats read (call it holding the learn lock)."""
+    out = []
+    for i, (name, m) in enumerate(models):
+        out.append(_Frozen(name, i == 0, m.rows, copy.deepcopy(m.optimizer),
+                           copy.deepcopy(m.metrics), copy.deepcopy(m.registry)))
+    return out
+
+
+def compute(frozen: _Frozen) -> ModelStats:
+    """The pass over one frozen learner's weights (no lock needed)."""
+    opt = frozen.optimizer
+    counter = SparsityCounter()
+    hist = np.zeros(ABS_W_BINS, dtype=np.int64)
+    for keys in opt.table.iter_keys():
+        w = opt.weights(keys)
+        counter.add(keys, w)
+        a = np.abs(w[w != 0.0])
+        if a.size:
+            idx = np.floor((np.log10(a) - ABS_W_LOW) * ABS_W_PER_DECADE)
+            hist += np.bincount(np.clip(idx, 0, ABS_W_BINS - 1).astype(np.int64),
+                                minlength=ABS_W_BINS)
+    sp = counter.result(frozen.registry)
+    cfg = opt.config()
+    m = frozen.metrics
+    return ModelStats(
+        version=frozen.version, coordinates=sp.coordinates, nnz=sp.nnz, l1_norm=sp.l1_norm,
+        name=frozen.name, primary=frozen.primary, optimizer=cfg["optimizer"],
+        params={**cfg["params"], **cfg.get("extra", {})}, rows=m.rows,
+        logloss=finite(m.logloss), auc=finite(m.auc), calibration=finite(m.calibration),
+        fields=sp.fields, abs_w_counts=hist.tolist(),
+        calibration_buckets=m.calibration_buckets(CALIBRATION_BUCKETS))
+
+
+def finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+class StatsCache:
+    """The figures of every learner, computed at most once per model version."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self.latest: list[ModelStats] | None = None
+
+    async def get(self, version: int,
+                  read: Callable[[Callable[[Model], list[_Frozen]]], Awaitable[list[_Frozen]]],
+                  models: Callable[[], Sequence[tuple[str, Model]]]) -> list[ModelStats]:
+        """Figures at ``version`` (or later); ``read`` runs a function under the learn
+        lock, ``models`` lists (name, model), the primary first."""
+        async with self._lock:  # one computation at a time; the waiters reuse it
+            latest = self.latest
+            if latest is not None and latest[0].version >= version:
+                return latest
+            frozen = await read(lambda _: freeze(models()))
+            stats = await asyncio.to_thread(lambda: [compute(f) for f in frozen])
+            self.latest = stats
+            return stats

@@ -1,0 +1,9 @@
+"""One router per topic; routes stay thin and call the learner service."""
+
+from __future__ import annotations
+
+from . import dashboard, health, model, predict, train
+
+ROUTERS = (train.router, predict.router, model.router, dashboard.router, health.router)
+
+__all__ = ["ROUTERS"]

@@ -1,0 +1,67 @@
+"""What a state store is: where a worker's model state lives, kept in step with others.
+
+The learner service learns on an in-process ``Model`` (the hot path never leaves the
+process). A store decides where that model comes from and what happens after each learned
+batch: the memory store keeps the model alone in this process (snapshots to a file are its
+persistence); a shared store (``redis``) fetches a batch's unknown coordinates in
+``before_learn`` (which may refuse the batch: 503), pushes the additive deltas and refreshes
+the local coordinates in ``after_learn``/``flush_due``/``sync``. Every call is made under the
+service's learn lock, in learning order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from ftrl_core.batch import Batch
+from ftrl_core.model import Model
+
+
+class StateStoreError(Exception):
+    """A state store that cannot be opened or used (bad URL, unsupported, unreachable)."""
+
+
+class StoreUnavailable(StateStoreError):
+    """The shared store cannot be reached now: the request is refused (503, Retry-After)
+    having learned nothing; deltas already computed stay pending."""
+
+
+class StateStore(Protocol):
+    #: the URL the store was opened with (``memory://``), shown by ``GET /v1/model``
+    url: str
+
+    def open(self, build: Callable[[], Model], model_in: Path | None) -> Model:
+        """The model this worker starts from: the store's state, ``model_in``, or
+        ``build()`` (a fresh model from the learner settings)."""
+        ...
+
+    @property
+    def flush_interval(self) -> float:
+        """Seconds between background flushes of idle deltas (0: no background flush)."""
+        ...
+
+    def before_learn(self, model: Model, batch: Batch) -> None:
+        """``batch`` is about to be learned by ``model`` (under the learn lock); raises
+        ``StoreUnavailable`` to refuse it."""
+        ...
+
+    def after_learn(self, model: Model, batch: Batch) -> None:
+        """``batch`` was just learned by ``model`` (under the learn lock)."""
+        ...
+
+    def sync(self, model: Model) -> None:
+        """Make the shared state current with ``model`` (before snapshots and shutdown)."""
+        ...
+
+    def flush_due(self, model: Model) -> None:
+        """The background tick (every ``flush_interval`` s, under the learn lock)."""
+        ...
+
+    def status(self) -> dict[str, object]:
+        """The store's state for ``/readyz`` and ``/v1/model``."""
+        ...
+
+    def close(self) -> None:
+        ...

@@ -1,0 +1,39 @@
+"""``memory://``: the model lives in this process only; snapshot files persist it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ftrl_core.batch import Batch
+from ftrl_core.model import Model
+
+
+class MemoryStore:
+    """The embedded store: nothing to share, nothing to push."""
+
+    flush_interval = 0.0
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+
+    def open(self, build: Callable[[], Model], model_in: Path | None) -> Model:
+        return Model.load(model_in) if model_in is not None else build()
+
+    def before_learn(self, model: Model, batch: Batch) -> None:
+        pass
+
+    def after_learn(self, model: Model, batch: Batch) -> None:
+        pass
+
+    def sync(self, model: Model) -> None:
+        pass
+
+    def flush_due(self, model: Model) -> None:
+        pass
+
+    def status(self) -> dict[str, object]:
+        return {"url": self.url, "healthy": True}
+
+    def close(self) -> None:
+        pass

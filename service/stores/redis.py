@@ -1,0 +1,176 @@
+"""``redis://host:port[,redis://...]``: the model's state shared by workers through Redis
+shards (``ftrl_core.stores.RedisState`` does the work: worker-local cache, additive deltas,
+one script call per shard per flush).
+
+When this store flushes: after a learned batch once ``sync_every_events`` rows are pending
+(0: after every batch) or ``sync_every_ms`` passed since the last flush; the service's
+background task (``flush_due``) pushes deltas that would otherwise sit idle; ``sync``
+pushes everything (before snapshots, at shutdown).
+
+A shard that is down: a failed flush keeps its deltas pending in ``RedisState`` (the batch
+was learned and is kept; it is pushed by a later flush) and marks the store degraded; while
+degraded, ``before_learn`` retries the flush (at most once a second) and refuses the batch
+(503 with Retry-After, nothing learned) while it fails. Predictions keep serving from the
+cache. A retried flush with unchanged deltas reuses the failed flush's id, so a shard that
+applied it before another shard failed does not apply it twice (``RedisState.failed_flush``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from redis.exceptions import RedisError
+
+from ftrl_core.batch import Batch
+from ftrl_core.model import Model
+from ftrl_core.stores import StateStoreError as CoreStoreError
+from ftrl_core.stores import open_state
+from ftrl_core.stores.bulk import _read_shard
+from ftrl_core.stores.deltas import store_records
+
+from .base import StateStoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+#: RedisState flushes in its before_learn when this many rows are pending: never (this
+#: store decides when to flush, in after_learn)
+_NEVER = 1 << 62
+#: seconds between two attempts of a degraded store to flush from a training request
+RETRY_EVERY = 1.0
+
+
+class RedisStore:
+    def __init__(self, url: str, model_name: str = "default", *, sync_every_events: int = 0,
+                 sync_every_ms: float = 0.0, buckets: int | None = None,
+                 retries: int = 5) -> None:
+        self.url = url
+        self.model_name = model_name
+        self.sync_every_events = max(int(sync_every_events), 0)
+        self.sync_every_ms = max(float(sync_every_ms), 0.0)
+        try:
+            state = open_state(url, model_name, sync_every_events=_NEVER, buckets=buckets,
+                               retries=retries)
+        except CoreStoreError as exc:
+            raise StateStoreError(str(exc)) from None
+        assert state is not None
+        self.state = state
+        self.last_flush = time.monotonic()
+        self.error: str | None = None  # the last flush failure, None while healthy
+        self.failed_at = 0.0
+        self.flush_failures = 0
+
+    @property
+    def flush_interval(self) -> float:
+        """Seconds between background flushes (0: none)."""
+        return self.sync_every_ms / 1000.0
+
+    def open(self, build: Callable[[], Model], model_in: Path | None) -> Model:
+        """The model of this name in Redis (created from ``build()`` or seeded from
+        ``model_in`` when the name is free; refused when its config disagrees), with every
+        stored coordinate loaded into the worker's cache, so predictions see the shared
+        state from the start (over ``model_in``'s values when the name was not free)."""
+        try:
+            seeding = model_in is not None and self.state.stored_config() is None
+            model = self.state.open(build, model_in)
+            if not seeding:  # Redis is newer than any file: its state wins
+                self._load_cache(model)
+        except CoreStoreError as exc:
+            raise StateStoreError(str(exc)) from None
+        except RedisError as exc:
+            raise StateStoreError(f"--state {self.url}: {exc}") from None
+        return model
+
+    def _load_cache(self, model: Model) -> None:
+        """Read every shard's coordinates into the (fresh) cache. No pause: the cache need
+        not be one point in time; a later flush of a coordinate refreshes it."""
+        layout = self.state.layout
+        loaded = 0
+        for shard in self.state.shards:
+            for keys, recs in _read_shard(self.state, shard.index, layout):
+                store_records(model.optimizer.table, keys, recs)
+                loaded += int(keys.size)
+        if loaded:
+            log.info("loaded %d coordinates of model %r from %s", loaded,
+                     self.state.name, self.url)
+
+    def before_learn(self, model: Model, batch: Batch) -> None:
+        if self.error is not None:
+            # retried at most once a second: the retries block this worker's event loop
+            if time.monotonic() - self.failed_at >= RETRY_EVERY:
+                self._flush(model)
+            if self.error is not None:
+                raise StoreUnavailable(self.error)
+        try:
+            self.state.before_learn(model, batch)
+        except CoreStoreError as exc:  # fetching the batch's keys: nothing learned yet
+            self._failed(exc)
+            raise StoreUnavailable(str(exc)) from None
+
+    def after_learn(self, model: Model, batch: Batch) -> None:
+        self.state.after_learn(model, batch)
+        if self._due():
+            self._flush(model)
+
+    def _due(self) -> bool:
+        pending = self.state.rows_pending
+        if pending <= 0:
+            return False
+        if self.sync_every_events and pending >= self.sync_every_events:
+            return True
+        if self.sync_every_ms:
+            return (time.monotonic() - self.last_flush) * 1000.0 >= self.sync_every_ms
+        return not self.sync_every_events  # the default: after every batch
+
+    def flush_due(self, model: Model) -> None:
+        """The background tick: push deltas older than ``sync_every_ms``."""
+        if self.state.rows_pending and (
+                time.monotonic() - self.last_flush) * 1000.0 >= self.sync_every_ms:
+            self._flush(model)
+
+    def _flush(self, model: Model) -> None:
+        """Push the pending deltas; a failure keeps them pending and marks the store
+        degraded (the caller decides whether that refuses a request)."""
+        try:
+            self.state.sync(model)
+        except CoreStoreError as exc:
+            self._failed(exc)
+            return
+        self.last_flush = time.monotonic()
+        if self.error is not None:
+            log.info("state store %s reachable again; pending deltas flushed", self.url)
+        self.error = None
+
+    def _failed(self, exc: Exception) -> None:
+        self.failed_at = time.monotonic()
+        self.flush_failures += 1
+        if self.error is None:
+            log.warning("state store %s: %s", self.url, exc)
+        self.error = str(exc)
+
+    def sync(self, model: Model) -> None:
+        try:
+            self.state.sync(model)
+        except CoreStoreError as exc:
+            self._failed(exc)
+            raise StoreUnavailable(str(exc)) from None
+        self.last_flush = time.monotonic()
+        self.error = None
+
+    def status(self) -> dict[str, object]:
+        """What ``/readyz`` and ``/v1/model`` say about the store."""
+        return {"url": self.url, "model_name": self.model_name,
+                "healthy": self.error is None, "error": self.error,
+                "rows_pending": self.state.rows_pending, "flushes": self.state.flushes,
+                "flush_failures": self.flush_failures}
+
+    def close(self) -> None:
+        if self.state.model is not None:
+            try:
+                self.state.sync(self.state.model)
+            except CoreStoreError as exc:
+                log.error("final flush to %s failed, deltas of %d rows lost: %s", self.url,
+                          self.state.rows_pending, exc)
+        self.state.close()

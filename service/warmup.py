@@ -1,0 +1,40 @@
+"""Compile (or load from Numba's cache) every kernel the routes use, before serving.
+
+It runs on a throwaway model with the real model's configuration, never on the real one:
+warming up must not learn anything, register fields or move the step counter.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import msgspec
+
+from ftrl_core.model import Model
+from ftrl_core.readers.jsonl import JsonlFormat, parse_event_array, parse_events
+
+_EVENTS = [
+    {"label": 1, "features": {"site": "a.com", "price": 0.37, "tags": ["x", "y"], "c9": ""},
+     "weight": 1.0, "id": "warm-1"},
+    {"label": 0, "features": {"site": "b.org", "price": 2, "tags": [], "c9": None}},
+    {"label": -1, "features": {"site": "caf\\u00e9", "n": -1.5e-3}},
+]
+
+
+def warm_up(model: Model, strict: bool) -> None:
+    options = replace(model.options, strict=strict)
+    train_fmt = JsonlFormat(model.registry, options)
+    body = msgspec.json.encode({"events": _EVENTS})
+    result = parse_event_array(body, train_fmt, require_label=True)
+    model.learn(result.batch)
+    parse_event_array(b'{"events": [{"label": 2, "features": {}}]}', train_fmt,
+                      require_label=True)
+    lines = b"\n".join(msgspec.json.encode(e) for e in _EVENTS) + b"\n{bad\n"
+    model.learn(parse_events(lines, train_fmt, require_label=True).batch)
+    predict_fmt = JsonlFormat(copy.deepcopy(model.registry), options)
+    batch = parse_event_array(body, predict_fmt, require_label=False).batch
+    model.predict(batch)
+    model.sparsity()
+    model.top_features(3)
+    _ = model.metrics.auc, model.metrics.logloss

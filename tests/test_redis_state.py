@@ -1,0 +1,179 @@
+"""The Redis state store against real redis-server shards: one process with a flush after
+every batch predicts as the memory store does; flush ids; identity; load-state/snapshot."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from redis_servers import RedisServer, ReplyDropper
+
+from ftrl_core.fields import FieldRegistry
+from ftrl_core.model import Model
+from ftrl_core.optimizers import OPTIMIZERS
+from ftrl_core.readers import FeatureOptions, open_reader
+from ftrl_core.stores import IdentityError, RedisState, seed, snapshot
+from ftrl_core.stores.deltas import store_records
+
+pytestmark = pytest.mark.redis
+
+PARAMS = {"ftrl": {"alpha": 0.2}, "rda": {}, "fobos": {"rate": "global"},
+          "tg": {"k": 3.0, "theta": 0.5}}
+
+
+def build(name: str = "ftrl", hash_bits: int = 0, **params: object) -> Model:
+    opt = OPTIMIZERS[name](**{**PARAMS[name], **params})  # type: ignore[arg-type]
+    return Model(opt, FieldRegistry(), FeatureOptions(hash_bits=hash_bits), "criteo")
+
+
+def learn(model: Model, data: Path, store: RedisState | None, batches: int = 4,
+          skip: int = 0) -> np.ndarray:
+    reader = open_reader(data, "criteo", model.registry, model.options, chunk_bytes=60_000)
+    out = []
+    for batch in itertools.islice(reader, skip, skip + batches):
+        if store is not None:
+            store.before_learn(model, batch)
+        out.append(model.learn(batch).copy())
+        if store is not None:
+            store.after_learn(model, batch)
+    if store is not None:
+        store.sync(model)
+    return np.concatenate(out)
+
+
+def url(shards: list[RedisServer]) -> str:
+    return ",".join(s.url for s in shards)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_exact_keys_match_memory(name: str, criteo_file: Path,
+                                 redis_shards: list[RedisServer]) -> None:
+    p_mem = learn(build(name), criteo_file, None)
+    store = RedisState(url(redis_shards), f"m-{name}")
+    model = store.attach(build(name))
+    p_red = learn(model, criteo_file, store)
+    np.testing.assert_allclose(p_red, p_mem, rtol=0, atol=1e-12)
+    assert store.flushes == 4
+    assert all(s.client().dbsize() > 1 for s in redis_shards)  # both shards hold state
+    store.close()
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_hashed_chunks_match_memory(name: str, criteo_file: Path,
+                                    redis_shards: list[RedisServer]) -> None:
+    p_mem = learn(build(name, hash_bits=18), criteo_file, None)
+    store = RedisState(url(redis_shards), f"h-{name}")
+    model = store.attach(build(name, hash_bits=18))
+    p_red = learn(model, criteo_file, store)
+    np.testing.assert_allclose(p_red, p_mem, rtol=0, atol=1e-7)
+    store.close()
+
+
+def test_sync_every_events_and_resume_from_redis(criteo_file: Path,
+                                                 redis_shards: list[RedisServer]) -> None:
+    """Two processes one after the other (a fresh cache reads what the first flushed)."""
+    p_mem = learn(build(), criteo_file, None, batches=6)
+    first = RedisState(url(redis_shards), "resume", sync_every_events=700)
+    p1 = learn(first.attach(build()), criteo_file, first, batches=3)
+    second = RedisState(url(redis_shards), "resume")
+    model = second.attach(build())
+    assert model.rows == 3 * 0 + first.model.rows  # type: ignore[union-attr]
+    p2 = learn(model, criteo_file, second, batches=3, skip=3)
+    np.testing.assert_allclose(np.concatenate([p1, p2]), p_mem, rtol=0, atol=1e-12)
+
+
+def test_retried_flush_is_applied_once(criteo_file: Path,
+                                       redis_shards: list[RedisServer]) -> None:
+    proxy = ReplyDropper(redis_shards[0].port).start()
+    try:
+        p_mem = learn(build(), criteo_file, None)
+        store = RedisState(f"{proxy.url},{redis_shards[1].url}", "drop")
+        model = store.attach(build())
+        reader = open_reader(criteo_file, "criteo", model.registry, model.options,
+                             chunk_bytes=60_000)
+        out = []
+        for i, batch in enumerate(itertools.islice(reader, 4)):
+            if i == 2:  # the flush of batches 0-1 runs, its reply is lost, it is resent
+                proxy.drop_next_reply()
+            store.before_learn(model, batch)
+            out.append(model.learn(batch).copy())
+            store.after_learn(model, batch)
+        store.sync(model)
+        assert proxy.drops == 1
+        np.testing.assert_allclose(np.concatenate(out), p_mem, rtol=0, atol=1e-12)
+        snap = snapshot(store)
+        keys = model.optimizer.table.keys()
+        np.testing.assert_array_equal(snap.optimizer.state_of(keys)["n"],
+                                      model.optimizer.state_of(keys)["n"])
+        assert snap.rows == model.rows
+    finally:
+        proxy.stop()
+
+
+def test_identity_refused(redis_shards: list[RedisServer]) -> None:
+    RedisState(url(redis_shards), "ident").attach(build(alpha=0.2))
+    with pytest.raises(IdentityError, match="params differ"):
+        RedisState(url(redis_shards), "ident").attach(build(alpha=0.3))
+    with pytest.raises(IdentityError, match="shard 0 of 2"):
+        RedisState(f"{redis_shards[1].url},{redis_shards[0].url}", "ident").attach(
+            build(alpha=0.2))
+    RedisState(url(redis_shards), "other").attach(build(alpha=0.3))  # another name is free
+
+
+@pytest.mark.parametrize("hash_bits", [0, 18])
+def test_load_state_and_snapshot_round_trip(hash_bits: int, criteo_file: Path,
+                                            redis_shards: list[RedisServer]) -> None:
+    trained = build("fobos", hash_bits=hash_bits)
+    learn(trained, criteo_file, None, batches=3)
+    store = RedisState(url(redis_shards), "seeded")
+    assert seed(store, trained) == trained.optimizer.table.size
+    snap = snapshot(RedisState(url(redis_shards), "seeded"))
+    assert snap.rows == trained.rows
+    keys = trained.optimizer.table.keys()
+    atol = 0 if hash_bits == 0 else 2**-32
+    np.testing.assert_allclose(snap.optimizer.weights(keys), trained.optimizer.weights(keys),
+                               rtol=0, atol=atol)
+    # training on from the seeded store equals training on from the model file
+    cont_mem = learn(trained, criteo_file, None, batches=2, skip=3)
+    worker = RedisState(url(redis_shards), "seeded")
+    model = worker.attach(build("fobos", hash_bits=hash_bits))
+    cont_red = learn(model, criteo_file, worker, batches=2, skip=3)
+    np.testing.assert_allclose(cont_red, cont_mem, rtol=0, atol=1e-12 if hash_bits == 0 else 1e-7)
+
+
+def test_bytes_per_coordinate(redis_shards: list[RedisServer]) -> None:
+    """The exact-key layout with about 100 coordinates per bucket stays under 40 bytes of
+    used_memory per coordinate (the issue's target)."""
+    model = build()
+    n = 50_000
+    rng = np.random.default_rng(5)
+    keys = rng.integers(1, 2**63, size=n, dtype=np.uint64)
+    store_records(model.optimizer.table, keys,
+                  rng.random((n, 2), dtype=np.float32).view(np.uint64))
+    RedisState(url(redis_shards), "warm").attach(build())  # scripts, connections: not data
+    before = sum(s.client().info("memory")["used_memory"] for s in redis_shards)
+    seed(RedisState(url(redis_shards), "mem", buckets=max(n // 100, 1)), model)
+    after = sum(s.client().info("memory")["used_memory"] for s in redis_shards)
+    assert (after - before) / n < 40
+
+
+def test_ctr_train_state_redis_matches_memory(criteo_file: Path, tmp_path: Path,
+                                              redis_shards: list[RedisServer]) -> None:
+    from service.cli import main
+
+    mem, red = tmp_path / "mem.txt", tmp_path / "red.txt"
+    assert main(["train", str(criteo_file), "--quiet", "--predictions-out", str(mem),
+                 "--model-out", str(tmp_path / "m.ctr")]) == 0
+    assert main(["train", str(criteo_file), "--quiet", "--predictions-out", str(red),
+                 "--state", url(redis_shards), "--model-name", "cli",
+                 "--model-out", str(tmp_path / "snap.ctr")]) == 0
+    np.testing.assert_allclose(np.loadtxt(red), np.loadtxt(mem), rtol=0, atol=1e-12)
+    a, b = Model.load(tmp_path / "m.ctr"), Model.load(tmp_path / "snap.ctr")
+    keys = a.optimizer.table.keys()
+    np.testing.assert_array_equal(b.optimizer.weights(keys), a.optimizer.weights(keys))
+    assert main(["load-state", str(tmp_path / "m.ctr"), "--state", url(redis_shards),
+                 "--model-name", "cli"]) == 2  # already holds state: refused
+    assert main(["load-state", str(tmp_path / "m.ctr"), "--state", url(redis_shards),
+                 "--model-name", "copy"]) == 0

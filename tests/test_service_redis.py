@@ -1,0 +1,244 @@
+"""The service on the Redis state store, against real ``redis-server`` shards: one worker
+learns what the memory store learns; a second app on the same Redis starts from the shared
+state; a shard that is down refuses training (503) while predictions keep serving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from redis_servers import RedisServer
+from service_helpers import running_app, some_events
+
+from service.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def url(shards: list[RedisServer]) -> str:
+    return ",".join(s.url for s in shards)
+
+
+def settings(**kw: Any) -> Settings:
+    return Settings(_env_file=None, **kw)  # type: ignore[call-arg]
+
+
+async def train_all(client: Any, events: list[dict[str, Any]], size: int = 500
+                    ) -> list[float]:
+    got: list[float] = []
+    for i in range(0, len(events), size):
+        r = await client.post("/v1/train", json={"events": events[i:i + size]})
+        assert r.status_code == 200, r.text
+        got += r.json()["p"]
+    return got
+
+
+@pytest.mark.parametrize("flags", [{}, {"hash_bits": 18, "alpha": 0.2}])
+async def test_one_worker_matches_memory_and_a_second_app_loads_it(
+        redis_shards: list[RedisServer], flags: dict[str, Any]) -> None:
+    events = some_events(3000, seed=5)
+    probe = {"events": some_events(50, seed=99)}
+    async with running_app(settings(**flags)) as client:
+        expected = await train_all(client, events)
+        expected_probe = (await client.post("/v1/predict", json=probe)).json()["p"]
+    state = url(redis_shards)
+    async with running_app(settings(state=state, **flags)) as client:
+        got = await train_all(client, events)
+        got_probe = (await client.post("/v1/predict", json=probe)).json()["p"]
+        info = (await client.get("/v1/model")).json()
+    tol = 1e-12 if not flags.get("hash_bits") else 1e-7  # fixed-point state when hashed
+    assert got == pytest.approx(expected, abs=tol, rel=0)
+    assert got_probe == pytest.approx(expected_probe, abs=tol, rel=0)
+    assert info["rows"] == len(events)
+    # a second app on the same Redis starts from the shared state (closed: all flushed)
+    async with running_app(settings(state=state, **flags)) as client:
+        again = (await client.post("/v1/predict", json=probe)).json()["p"]
+        info2 = (await client.get("/v1/model")).json()
+    assert again == pytest.approx(got_probe, abs=1e-12, rel=0)
+    assert info2["rows"] == len(events)
+
+
+async def test_two_apps_share_the_model(redis_shards: list[RedisServer]) -> None:
+    events = some_events(2000, seed=6)
+    state = url(redis_shards)
+    async with running_app(settings(state=state)) as a, \
+            running_app(settings(state=state)) as b:
+        await train_all(a, events[:1000])
+        await train_all(b, events[1000:])
+        await a.post("/v1/train", json={"events": events[:1]})  # a refreshes the counters
+        info = (await a.get("/v1/model")).json()
+    assert info["rows"] == len(events) + 1
+
+
+async def test_refused_identity(redis_shards: list[RedisServer]) -> None:
+    state = url(redis_shards)
+    async with running_app(settings(state=state)) as client:
+        await train_all(client, some_events(100))
+    with pytest.raises(Exception, match="another config"):
+        async with running_app(settings(state=state, optimizer="rda")):
+            pass
+
+
+async def test_shard_down_refuses_training_and_keeps_predicting(
+        redis_shards: list[RedisServer]) -> None:
+    events = some_events(600, seed=7)
+    probe = {"events": events[:20]}
+    async with running_app(settings(state=url(redis_shards))) as client:
+        await train_all(client, events[:300])
+        before = (await client.post("/v1/predict", json=probe)).json()["p"]
+        redis_shards[1].stop()
+        r = await client.post("/v1/train", json={"events": events[300:]})
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] and r.json()["type"].endswith("/store-unavailable")
+        r = await client.post("/v1/predict", json=probe)
+        assert r.status_code == 200 and r.json()["p"] == before
+        ready = (await client.get("/readyz")).json()
+        assert ready["store"]["healthy"] is False
+
+
+def restart(server: RedisServer) -> RedisServer:
+    """Start ``server`` again on its port, from its directory (its AOF)."""
+    import subprocess
+    import time
+
+    import redis
+    from redis_servers import REDIS_SERVER
+
+    proc = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(server.port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "yes", "--dir", str(server.log.parent), "--logfile",
+         str(server.log)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    again = RedisServer(server.port, proc, server.log)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if again.client().ping():
+                return again
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not restart"
+            time.sleep(0.02)
+
+
+async def test_shard_down_and_back_loses_nothing(redis_shards: list[RedisServer]) -> None:
+    """A flush that fails keeps its deltas; training is refused (503) until the shard is
+    back, predictions keep serving; then the pending flush is applied once on each shard
+    (the shard that took it before the failure does not take it twice)."""
+    for s in redis_shards:  # AOF, so the restarted shard keeps its state
+        s.client().config_set("appendonly", "yes")
+    events = some_events(600, seed=7)
+    probe = {"events": some_events(20, seed=8)}
+    accepted = [events[:200], events[:200], events[200:400]]
+    async with running_app(settings()) as client:
+        for chunk in accepted:
+            await train_all(client, chunk, size=200)
+        expected = (await client.post("/v1/predict", json=probe)).json()["p"]
+    back = None
+    try:
+        async with running_app(settings(state=url(redis_shards), sync_every_events=250)
+                               ) as client:
+            await train_all(client, accepted[0], size=200)  # 200 rows pending
+            redis_shards[1].stop()
+            await train_all(client, accepted[1], size=200)  # cached keys; flush fails
+            ready = (await client.get("/readyz")).json()
+            assert ready["status"] == "degraded" and ready["store"]["rows_pending"] == 400
+            before = (await client.post("/v1/predict", json=probe)).json()["p"]
+            r = await client.post("/v1/train", json={"events": accepted[2]})
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["type"].endswith("/store-unavailable")
+            r = await client.post("/v1/predict", json=probe)
+            assert r.status_code == 200 and r.json()["p"] == before
+            back = restart(redis_shards[1])
+            for _ in range(20):  # the client retries after Retry-After
+                r = await client.post("/v1/train", json={"events": accepted[2]})
+                if r.status_code != 503:
+                    break
+                await anyio.sleep(float(r.headers["retry-after"]) / 4)
+            assert r.status_code == 200, r.text
+            assert (await client.get("/readyz")).json()["status"] == "ok"
+            got = (await client.post("/v1/predict", json=probe)).json()["p"]
+            assert got == pytest.approx(expected, abs=1e-12, rel=0)
+        # what Redis holds is what the memory store learned (a second app loads it)
+        async with running_app(settings(state=url(redis_shards))) as client:
+            loaded = (await client.post("/v1/predict", json=probe)).json()["p"]
+            assert (await client.get("/v1/model")).json()["rows"] == 600
+        assert loaded == pytest.approx(expected, abs=1e-12, rel=0)
+    finally:
+        if back is not None:
+            back.stop()
+
+
+def test_ctr_serve_two_workers(redis_shards: list[RedisServer], tmp_path: Path) -> None:
+    """``ctr serve --workers 2 --state redis://a,redis://b``: replay trains both workers
+    (concurrency 4) and ``/v1/model`` counts the rows of both."""
+    import httpx
+    from datagen import write_criteo
+    from servers import start_server
+
+    from service.cli import main
+
+    data = write_criteo(tmp_path / "rows.tsv", 4000, seed=3)
+    server = start_server(tmp_path / "serve", "--workers", "2", "--state",
+                          url(redis_shards), "--model-name", "two")
+    try:
+        assert main(["replay", str(data), "--url", server.url, "--concurrency", "4",
+                     "--batch-size", "200", "--quiet", "--metrics-json",
+                     str(tmp_path / "replay.json")]) == 0
+        with httpx.Client(base_url=server.url, timeout=30) as c:  # one connection: one worker
+            for _ in range(3):
+                r = c.post("/v1/train", json={"events": some_events(1, seed=1)})
+                assert r.status_code == 200, r.text
+                info = c.get("/v1/model").json()
+            assert info["rows"] == 4003, info
+        log = server.log.read_text()
+        pids = {ln.split("[")[1].split("]")[0] for ln in log.splitlines()
+                if "Started server process" in ln}
+        assert len(pids) == 2, log
+    finally:
+        server.stop()
+    metrics = json.loads((tmp_path / "replay.json").read_text())
+    assert metrics["rows"] == 4000
+    assert main(["train", str(data), "--quiet", "--metrics-json",
+                 str(tmp_path / "train.json")]) == 0
+    single = json.loads((tmp_path / "train.json").read_text())
+    # flushed after every batch: 0.0005 apart here (deltas held longer cost more: with
+    # --sync-every-ms 50 or --sync-every-events 1000, 0.015 on these 4,000 rows)
+    assert abs(metrics["logloss"] - single["logloss"]) < 0.005
+
+
+async def test_background_flush(redis_shards: list[RedisServer]) -> None:
+    """With --sync-every-ms, deltas do not wait for the next batch."""
+    async with running_app(settings(state=url(redis_shards), sync_every_ms=100)) as client:
+        events = some_events(200, seed=4)
+        await train_all(client, events[:100])
+        await train_all(client, events[100:])
+        store = (await client.get("/readyz")).json()["store"]
+        assert store["rows_pending"] > 0  # not yet: 100 ms since the last flush
+        flushes = store["flushes"]
+        await anyio.sleep(0.4)
+        store = (await client.get("/readyz")).json()["store"]
+        assert store["rows_pending"] == 0 and store["flushes"] == flushes + 1
+
+
+async def test_model_in_seeds_an_empty_store(redis_shards: list[RedisServer],
+                                             tmp_path: Path) -> None:
+    events = some_events(1000, seed=12)
+    probe = {"events": some_events(30, seed=13)}
+    async with running_app(settings(snapshot_dir=tmp_path)) as client:
+        await train_all(client, events)
+        expected = (await client.post("/v1/predict", json=probe)).json()["p"]
+    model_in = tmp_path / "model.ctr"
+    state = url(redis_shards)
+    for model_file in (model_in, None):  # seeds Redis; then starts from Redis alone
+        async with running_app(settings(state=state, model_in=model_file)) as client:
+            got = (await client.post("/v1/predict", json=probe)).json()["p"]
+            assert (await client.get("/v1/model")).json()["rows"] == 1000
+        assert got == pytest.approx(expected, abs=1e-12, rel=0)
