@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ftrl_core.batch import Batch
-from ftrl_core.fields import FieldRegistry
+from ftrl_core.fields import FieldRegistry, TooManyFieldsError
 from ftrl_core.model import Model
 from ftrl_core.readers.jsonl import EventError, JsonlFormat, parse_event_array, parse_events
 
@@ -166,7 +166,35 @@ class LearnerService:
                 self._restore_registry(model)
             self.events_rejected += result.batch.rows + len(result.errors)
             raise body_problem(body, sorted(errors, key=_by_index), "nothing was learned")
+        if self._share_fields(model, result.batch.rows):
+            assert self._train_fmt is not None
+            result = parse_event_array(body, self._train_fmt, require_label=True)
         return self._learn(model, result.batch), model.rows
+
+    def _share_fields(self, model: Model, rows: int) -> bool:
+        """Agree on the ids of the fields a parsed batch registered with the store's shared
+        registry (a shared store: other workers number fields too). True when the registry
+        was renumbered: the batch must be parsed again (it is not learned yet)."""
+        known = len(self._registry_checkpoint)
+        if len(model.registry) == known:
+            return False
+        try:
+            shared = self.store.share_fields(model.registry, known)
+        except (StoreUnavailable, TooManyFieldsError) as exc:
+            self._restore_registry(model)
+            self.events_rejected += rows
+            if isinstance(exc, TooManyFieldsError):
+                raise Problem(422, "too-many-fields", f"{exc}; nothing was learned") from None
+            raise store_unavailable(str(exc)) from None
+        if shared is None:
+            return False
+        log.info("fields renumbered as the shared registry has them: %s", ", ".join(shared))
+        self._restore_registry(model)
+        for name in shared:
+            model.registry.add(name)
+        self._registry_checkpoint = copy.deepcopy(model.registry)
+        self._install_formats(model)
+        return True
 
     def _learn(self, model: Model, batch: Batch) -> np.ndarray:
         if batch.rows == 0:
@@ -207,6 +235,9 @@ class LearnerService:
         async with self.lock:
             assert self._train_fmt is not None
             result = parse_events(piece, self._train_fmt, require_label=True)
+            if self._share_fields(model, result.batch.rows):
+                assert self._train_fmt is not None
+                result = parse_events(piece, self._train_fmt, require_label=True)
             batch = result.batch
             self.events_rejected += len(result.errors)
             return LinesLearned(self._learn(model, batch), batch.labels, result.errors,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 import pytest
 from redis_servers import RedisServer
 from service_helpers import running_app, some_events
@@ -76,6 +77,49 @@ async def test_two_apps_share_the_model(redis_shards: list[RedisServer]) -> None
         await a.post("/v1/train", json={"events": events[:1]})  # a refreshes the counters
         info = (await a.get("/v1/model")).json()
     assert info["rows"] == len(events) + 1
+
+
+async def test_workers_share_one_field_numbering(redis_shards: list[RedisServer]) -> None:
+    """JSON fields are numbered by first appearance; two workers meeting them in other
+    orders must still give each feature one key: the ids are claimed in Redis, and a worker
+    whose new fields were numbered otherwise renumbers and parses its batch again."""
+    from ftrl_core.stores import open_state
+    from ftrl_core.stores.bulk import snapshot
+
+    def events(fields: list[str], n: int, seed: int) -> list[dict[str, Any]]:
+        return [{"label": (i * 7 + seed) % 3 == 0,
+                 "features": {f: f"{f}{(i + seed) % 5}" for f in fields}} for i in range(n)]
+
+    batches = [("a", events(["x"], 40, 1)), ("b", events(["y", "x"], 40, 2)),
+               ("a", events(["y", "z"], 40, 3)), ("b", events(["w", "z", "v"], 40, 4)),
+               ("a", events(["v", "u", "w"], 40, 5))]
+    async with running_app(settings()) as mem:
+        for _, ev in batches:
+            assert (await mem.post("/v1/train", json={"events": ev})).status_code == 200
+        expected = mem.app.state.learner.model  # type: ignore[attr-defined]
+        want_names = list(expected.registry.names)
+        want_keys = np.sort(expected.optimizer.table.keys())
+    state = url(redis_shards)
+    async with running_app(settings(state=state)) as a, \
+            running_app(settings(state=state)) as b:
+        apps = {"a": a, "b": b}
+        for who, ev in batches:
+            r = await apps[who].post("/v1/train", json={"events": ev})
+            assert r.status_code == 200, r.text
+        names = {k: list(c.app.state.learner.model.registry.names)  # type: ignore[attr-defined]
+                 for k, c in apps.items()}
+    stored = open_state(state)
+    assert stored is not None
+    try:
+        shared = snapshot(stored)
+    finally:
+        stored.close()
+    assert list(shared.registry.names) == want_names
+    assert names["a"] == want_names  # a learned last; b had no reason to meet "u"
+    assert names["b"] == want_names[:len(names["b"])]
+    # one key per feature: the same keys the memory store made (with per-worker numbering
+    # b's x would be stored under another id than a's)
+    assert np.array_equal(np.sort(shared.optimizer.table.keys()), want_keys)
 
 
 async def test_refused_identity(redis_shards: list[RedisServer]) -> None:

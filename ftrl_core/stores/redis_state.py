@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from ..batch import Batch
+from ..fields import FieldRegistry
 from ..model import Model
+from . import fieldsync
 from .buckets import BucketLayout
 from .chunks import ChunkLayout
 from .deltas import DeltaTracker, store_records
@@ -83,6 +85,7 @@ class RedisState:
         self.layout: BucketLayout | ChunkLayout | None = None
         self.counter_base = np.zeros(0, dtype=np.float64)
         self.ncounters = 0
+        self.fields_known = 0  # the model's fields known to agree with the shared list
 
     # -- identity -------------------------------------------------------------------------
 
@@ -114,6 +117,7 @@ class RedisState:
                              get=True)
             if old is not None:
                 self._check(json.loads(old), json.loads(mine), shard)
+        self._attach_fields(model)
         self.model, self.layout = model, layout
         script = _script(layout.script)
         for shard in self.shards:
@@ -122,6 +126,28 @@ class RedisState:
         self.ncounters = len(model.optimizer.counter_names)
         self._exchange(write=False, missing=np.empty(0, dtype=np.uint64), counters=True)
         return model
+
+    def _attach_fields(self, model: Model) -> None:
+        """Number ``model``'s fields as the shared list does (see ``fieldsync``)."""
+        shared = fieldsync.share(self, model.registry, 0, adopt=True)
+        if shared is not None:
+            if model.optimizer.table.size:
+                raise IdentityError(
+                    f"model {self.name!r}: this process's model numbers its fields "
+                    f"({', '.join(model.registry.names[1:6])}...) unlike the stored model "
+                    f"({', '.join(shared[1:6])}...); start it without --model-in, or seed "
+                    "another --model-name")
+            model.registry = fieldsync.renumbered(model.registry, shared)
+        self.fields_known = len(model.registry)
+
+    def share_fields(self, registry: FieldRegistry, known: int) -> list[str] | None:
+        """Claim the fields ``registry`` registered beyond its first ``known`` (see
+        ``fieldsync.share``; other processes' new fields are adopted). None when the ids
+        agree, else the shared names from ``known`` on: the caller renumbers by them."""
+        shared = fieldsync.share(self, registry, known, adopt=True)
+        if shared is None:
+            self.fields_known = len(registry)
+        return shared
 
     def _check(self, stored: dict[str, Any], mine: dict[str, Any], shard: Shard) -> None:
         where = f"model {self.name!r} on {shard.url}"
@@ -157,6 +183,17 @@ class RedisState:
 
     def before_learn(self, model: Model, batch: Batch) -> None:
         """Fetch the batch's unknown keys and, if due, flush: one call per shard."""
+        if len(model.registry) > self.fields_known:
+            # a reader that registers fields as it parses (ctr train): its ids must be the
+            # shared ones; others' fields are not adopted, its parsing thread owns the registry
+            known = self.fields_known
+            if fieldsync.share(self, model.registry, known, adopt=False) is not None:
+                raise IdentityError(
+                    f"model {self.name!r}: another process registered new fields in another "
+                    f"order while this one read {', '.join(model.registry.names[known:])}; "
+                    "with a format whose fields appear in the data (jsonl, vw), start "
+                    "`ctr train --state` once the fields exist, or feed it through the service")
+            self.fields_known = len(model.registry)
         cache = model.optimizer.table
         missing = self.tracker.missing(cache, batch)
         due = self.rows_pending > 0 and self.rows_pending >= self.sync_every_events
@@ -171,6 +208,20 @@ class RedisState:
         """Push every pending delta now (before snapshots, at shutdown)."""
         if self.rows_pending or self.tracker.pending:
             self._exchange(write=True, missing=np.empty(0, dtype=np.uint64), counters=True)
+
+    @property
+    def next_flush_id(self) -> str:
+        """The id the next flush that writes will carry (a failed flush's id while its deltas
+        are unchanged), for callers that record what a flush carries before sending it."""
+        again = self.failed_flush
+        if again is not None and again[1] == self.rows_pending:
+            return again[0]
+        return f"{self.worker}:{self.seq + 1}"
+
+    def flush_applied(self, flush_id: str) -> bool:
+        """Whether the flush ``flush_id`` reached shard 0 (every flush that writes calls
+        shard 0, which holds the step counters); recorded for ``flush_ttl`` seconds."""
+        return bool(self._call(0, "exists", f"{self.prefix}f:{flush_id}"))
 
     def close(self) -> None:
         for shard in self.shards:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ftrl_core.batch import Batch
+from ftrl_core.fields import FieldRegistry
 from ftrl_core.model import Model
 
 
@@ -40,6 +41,14 @@ class StateStore(Protocol):
     @property
     def flush_interval(self) -> float:
         """Seconds between background flushes of idle deltas (0: no background flush)."""
+        ...
+
+    def share_fields(self, registry: FieldRegistry, known: int) -> list[str] | None:
+        """Make the field ids ``registry`` gave beyond its first ``known`` fields the
+        shared ones (a batch registered them and is about to be learned). None when they
+        are (``registry`` may have grown by other workers' fields); otherwise the shared
+        names from id ``known`` on: the caller renumbers by them and parses again. Raises
+        ``StoreUnavailable`` when the store cannot say."""
         ...
 
     def before_learn(self, model: Model, batch: Batch) -> None:

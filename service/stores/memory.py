@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ftrl_core.batch import Batch
+from ftrl_core.fields import FieldRegistry
 from ftrl_core.model import Model
 
 
@@ -19,6 +20,9 @@ class MemoryStore:
 
     def open(self, build: Callable[[], Model], model_in: Path | None) -> Model:
         return Model.load(model_in) if model_in is not None else build()
+
+    def share_fields(self, registry: FieldRegistry, known: int) -> list[str] | None:
+        return None
 
     def before_learn(self, model: Model, batch: Batch) -> None:
         pass

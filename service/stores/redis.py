@@ -25,6 +25,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from ftrl_core.batch import Batch
+from ftrl_core.fields import FieldRegistry
 from ftrl_core.model import Model
 from ftrl_core.stores import StateStoreError as CoreStoreError
 from ftrl_core.stores import open_state
@@ -95,6 +96,14 @@ class RedisStore:
         if loaded:
             log.info("loaded %d coordinates of model %r from %s", loaded,
                      self.state.name, self.url)
+
+    def share_fields(self, registry: FieldRegistry, known: int) -> list[str] | None:
+        try:
+            return self.state.share_fields(registry, known)
+        except CoreStoreError as exc:
+            raise StoreUnavailable(str(exc)) from None
+        except RedisError as exc:
+            raise StoreUnavailable(f"{self.url}: {exc}") from None
 
     def before_learn(self, model: Model, batch: Batch) -> None:
         if self.error is not None:
