@@ -297,11 +297,19 @@ class LearnerService:
         return None if d is None else Path(d) / SNAPSHOT_NAME
 
     async def consistent_copy(self) -> Model:
-        """A copy of the model between two batches (memory speed, under the lock)."""
+        """A copy of the model between two batches (memory speed, under the lock); with a
+        shared store, of the whole shared model (see ``StateStore.shared_copy``)."""
         model = self.model
         async with self.lock:
             self._sync(model)
-            return await _locked_thread(copy.deepcopy, model)
+            return await _locked_thread(self._copy, model)
+
+    def _copy(self, model: Model) -> Model:
+        try:
+            shared = self.store.shared_copy(model)
+        except StoreUnavailable as exc:
+            raise store_unavailable(str(exc)) from None
+        return copy.deepcopy(model) if shared is None else shared
 
     async def _consistent_copies(self) -> tuple[Model, list[Variant]]:
         """Copies of the model and of every variant, taken between the same two batches."""
@@ -310,8 +318,8 @@ class LearnerService:
             self._sync(model)
 
             def copies(m: Model) -> tuple[Model, list[Variant]]:
-                return copy.deepcopy(m), [Variant(v.spec, copy.deepcopy(v.model))
-                                          for v in self.variants]
+                return self._copy(m), [Variant(v.spec, copy.deepcopy(v.model))
+                                       for v in self.variants]
 
             return await _locked_thread(copies, model)
 

@@ -122,6 +122,33 @@ async def test_workers_share_one_field_numbering(redis_shards: list[RedisServer]
     assert np.array_equal(np.sort(shared.optimizer.table.keys()), want_keys)
 
 
+async def test_snapshot_holds_every_worker_state(redis_shards: list[RedisServer],
+                                                 tmp_path: Path) -> None:
+    """POST /v1/model/snapshot on one worker writes the shared model: what every worker
+    flushed (rows and coordinates), not that worker's cache."""
+    from ftrl_core.model import Model
+
+    events = some_events(1200, seed=8)
+    probe = some_events(40, seed=98)
+    state = url(redis_shards)
+    async with running_app(settings(state=state, snapshot_dir=tmp_path)) as a, \
+            running_app(settings(state=state)) as b:
+        await train_all(a, events[:400])
+        await train_all(b, events[400:])  # a's cache has not seen these coordinates
+        r = await a.post("/v1/model/snapshot")
+        assert r.status_code == 200, r.text
+        assert r.json()["model_version"] == len(events)
+        cache_keys = a.app.state.learner.model.optimizer.table.size  # type: ignore[attr-defined]
+    saved = Model.load(Path(r.json()["path"]))
+    assert saved.rows == len(events)
+    assert saved.optimizer.table.size > cache_keys
+    async with running_app(settings(state=state)) as c:  # loads the whole shared state
+        shared_p = (await c.post("/v1/predict", json={"events": probe})).json()["p"]
+    async with running_app(settings(model_in=Path(r.json()["path"]))) as d:
+        file_p = (await d.post("/v1/predict", json={"events": probe})).json()["p"]
+    assert file_p == pytest.approx(shared_p, abs=1e-12, rel=0)
+
+
 async def test_refused_identity(redis_shards: list[RedisServer]) -> None:
     state = url(redis_shards)
     async with running_app(settings(state=state)) as client:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..model import Model
+from . import fieldsync
 from .errors import StateStoreError
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ def snapshot(state: RedisState) -> Model:
     model = Model.from_config(stored["config"])
     if state.model is None:
         state.attach(model)
+    else:  # the stored config's fields are those of the model's creation: add the rest
+        fieldsync.share(state, model.registry, 0, adopt=True)
     layout = state.layout
     assert layout is not None
     pause = state.prefix + "pause"

@@ -64,6 +64,12 @@ class StateStore(Protocol):
         """Make the shared state current with ``model`` (before snapshots and shutdown)."""
         ...
 
+    def shared_copy(self, model: Model) -> Model | None:
+        """The whole shared model at one point (every worker's flushed state), for
+        snapshots; None when ``model`` is all there is (then a copy of it is taken). Called
+        after ``sync`` under the learn lock, in a worker thread."""
+        ...
+
     def flush_due(self, model: Model) -> None:
         """The background tick (every ``flush_interval`` s, under the learn lock)."""
         ...

@@ -33,6 +33,9 @@ class MemoryStore:
     def sync(self, model: Model) -> None:
         pass
 
+    def shared_copy(self, model: Model) -> Model | None:
+        return None
+
     def flush_due(self, model: Model) -> None:
         pass
 

@@ -17,6 +17,7 @@ applied it before another shard failed does not apply it twice (``RedisState.fai
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from ftrl_core.fields import FieldRegistry
 from ftrl_core.model import Model
 from ftrl_core.stores import StateStoreError as CoreStoreError
 from ftrl_core.stores import open_state
-from ftrl_core.stores.bulk import _read_shard
+from ftrl_core.stores.bulk import _read_shard, snapshot
 from ftrl_core.stores.deltas import store_records
 
 from .base import StateStoreError, StoreUnavailable
@@ -167,6 +168,21 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from None
         self.last_flush = time.monotonic()
         self.error = None
+
+    def shared_copy(self, model: Model) -> Model | None:
+        """Every shard's state read while flushes are paused (``bulk.snapshot``: consistent
+        at flush granularity per shard), with this worker's progressive metrics and the
+        feature names it recorded (the names of features only other workers met are not
+        known here)."""
+        try:
+            shared = snapshot(self.state)
+        except CoreStoreError as exc:
+            raise StoreUnavailable(str(exc)) from None
+        except RedisError as exc:
+            raise StoreUnavailable(f"{self.url}: {exc}") from None
+        shared.names = copy.deepcopy(model.names)
+        shared.metrics = copy.deepcopy(model.metrics)
+        return shared
 
     def status(self) -> dict[str, object]:
         """What ``/readyz`` and ``/v1/model`` say about the store."""
