@@ -51,7 +51,7 @@ def fresh_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 # -- real redis-server processes (tests/redis_servers.py) -----------------------------------
 
-from redis_servers import RedisServer, start_redis  # noqa: E402
+from redis_servers import RedisCluster, RedisServer, start_cluster, start_redis  # noqa: E402
 
 
 @pytest.fixture
@@ -61,3 +61,12 @@ def redis_shards(tmp_path: Path) -> Iterator[list[RedisServer]]:
     yield servers
     for s in servers:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A fresh 3-master Redis Cluster for a test module (its tests use their own model
+    names), stopped after it."""
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()

@@ -152,7 +152,7 @@ def test_sigterm_drains_snapshots_and_restart_resumes(tmp_path: Path,
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--workers", "2"], "Redis state store"),
-    (["--state", "redis+cluster://127.0.0.1:7000"], "not supported yet"),
+    (["--state", "redis+cluster://127.0.0.1:7000,redis://127.0.0.1:7001"], "mixes redis://"),
     (["--state", "nosuch://x"], "unknown state store"),
     (["--model-in", "/nonexistent/model.ctr"], "no such model file"),
 ])

@@ -3,8 +3,10 @@
 ``memory://`` keeps it in the process (the optimizer's table, snapshots to files).
 ``redis://host:port[/db][,redis://...]`` shares it between processes through Redis shards,
 with the worker's table as a cache and additive deltas flushed in one script call per shard
-(see ``redis_state``). Layouts: exact keys in bucketed small hashes (``buckets``) and, in
-hashed mode, fixed-point chunk strings updated with BITFIELD (``chunks``).
+(see ``redis_state``); ``redis+cluster://host:port[,host:port...]`` does so through a Redis
+Cluster, the model split into hash-tagged slot groups (see ``cluster``). Layouts: exact keys
+in bucketed small hashes (``buckets``) and, in hashed mode, fixed-point chunk strings
+updated with BITFIELD (``chunks``).
 """
 
 from __future__ import annotations

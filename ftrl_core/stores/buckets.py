@@ -12,7 +12,7 @@ foreign delta adds in double precision and rounds to the record's type (``struct
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,10 +69,11 @@ class BucketLayout:
         n = pack_groups(groups, rows, out)
         return out[:n].tobytes()
 
-    def encode(self, sha: str, head: list[bytes], wkeys: np.ndarray, wbase: np.ndarray,
-               wcur: np.ndarray, rkeys: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
-        """One EVALSHA for a shard: returns (payload, write order, read order): the reply's
-        records come in those orders."""
+    def encode(self, sha: str, declared: list[bytes], head: list[bytes], wkeys: np.ndarray,
+               wbase: np.ndarray, wcur: np.ndarray, rkeys: np.ndarray
+               ) -> tuple[bytes, np.ndarray, np.ndarray]:
+        """One EVALSHA for a shard (``declared``: its KEYS): returns (payload, write order,
+        read order): the reply's records come in those orders."""
         wb, _ = self.route(wkeys)
         rb, _ = self.route(rkeys)
         wo = np.argsort(wb, kind="stable")
@@ -82,8 +83,8 @@ class BucketLayout:
                                wcur[wo].view(np.uint8).reshape(wo.size, self.width)], axis=1)
         writes = self._blob(wb[wo], np.ascontiguousarray(rows))
         reads = self._blob(rb[ro], np.ascontiguousarray(rkeys[ro, None].view(np.uint8)))
-        payload = command(b"EVALSHA", sha, 0, *head, self.width, self.fmt, self.ncols,
-                          writes, reads)
+        payload = command(b"EVALSHA", sha, len(declared), *declared, *head, self.width,
+                          self.fmt, self.ncols, writes, reads)
         return payload, wo, ro
 
     def decode(self, body: Any, n: int) -> np.ndarray:
@@ -95,9 +96,10 @@ class BucketLayout:
 
     # -- bulk load and read (load-state, snapshots) -----------------------------------------
 
-    def seed_commands(self, prefix: str, keys: np.ndarray, recs: np.ndarray
+    def seed_commands(self, prefixes: Sequence[str], keys: np.ndarray, recs: np.ndarray
                       ) -> Iterator[tuple[int, bytes]]:
-        """(shard, HSET command) per bucket, writing ``recs`` as stored values."""
+        """(shard, HSET command) per bucket, writing ``recs`` as stored values; a shard's
+        keys start with ``prefixes[shard]``."""
         bucket, shard = self.route(keys)
         order = np.argsort(bucket, kind="stable")
         b_sorted = bucket[order]
@@ -110,8 +112,8 @@ class BucketLayout:
             for r in range(a, e):
                 args.append(kb[r].tobytes())
                 args.append(vb[r].tobytes())
-            yield int(shard[order[a]]), command(b"HSET", self.key_name(prefix, int(b_sorted[a])),
-                                                *args)
+            s = int(shard[order[a]])
+            yield s, command(b"HSET", self.key_name(prefixes[s], int(b_sorted[a])), *args)
 
     def scan_pattern(self, prefix: str) -> str:
         return f"{prefix}b:*"

@@ -9,6 +9,11 @@ flush is atomic per shard, not across shards (shards are independent servers), s
 that reached shard 0 just before the pause and shard 1 just after is in the snapshot on shard
 0 only, and applied on shard 1 after it; single-process use (``ctr train``) syncs before it
 snapshots and is exact.
+
+In a Redis Cluster a shard is a slot group (``cluster``): its ``pause`` key and keys are
+its own (hash-tagged prefix), found by SCAN with that prefix on the master serving its slot;
+a slot migrated while it is being read is not followed (reads of a cluster in the middle
+of a resharding may miss that group's keys).
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ from .errors import StateStoreError
 
 if TYPE_CHECKING:
     from .redis_state import RedisState
+    from .shard import Shard
 
 PAUSE_MS = 120_000
 
 
 def model_keys(state: RedisState, shard: int) -> Iterator[bytes]:
-    yield from state.shards[shard].client.scan_iter(match=state.prefix + "*", count=1000)
+    """The model's keys on a shard (a slot group: its keys, on the master serving it)."""
+    target = state.shards[shard]
+    yield from target.client.scan_iter(match=target.prefix + "*", count=1000)
 
 
 def clear(state: RedisState) -> int:
@@ -64,25 +72,27 @@ def seed(state: RedisState, model: Model, replace: bool = False) -> int:
     records = model.optimizer.table.records()
     keys = np.ascontiguousarray(records[:, 0])
     recs = np.ascontiguousarray(records[:, 1:])
-    pending: dict[int, int] = {}
-    for shard_index, cmd in state.layout.seed_commands(state.prefix, keys, recs):
-        shard = state.shards[shard_index]
-        shard.send(cmd)
-        pending[shard_index] = pending.get(shard_index, 0) + 1
-        if pending[shard_index] >= 256:
-            _drain(state, shard_index, pending)
-    for i in list(pending):
-        _drain(state, i, pending)
+    # replies are counted per server: slot groups on one master share its connection
+    pending: dict[Shard, int] = {}
+    prefixes = [s.prefix for s in state.shards]
+    for shard_index, cmd in state.layout.seed_commands(prefixes, keys, recs):
+        node = state.shards[shard_index].node
+        node.send(cmd)
+        pending[node] = pending.get(node, 0) + 1
+        if pending[node] >= 256:
+            _drain(node, pending)
+    for node in list(pending):
+        _drain(node, pending)
     counters = counters[:state.ncounters].astype("<f8")
-    state.shards[0].client.hset(state.prefix + "t", mapping={
+    state._call(0, "hset", state.prefix + "t", mapping={
         str(i + 1): counters[i:i + 1].tobytes() for i in range(counters.size)})
     state.counter_base = counters.astype(np.float64)
     return int(keys.size)
 
 
-def _drain(state: RedisState, i: int, pending: dict[int, int]) -> None:
-    for _ in range(pending.pop(i, 0)):
-        state.shards[i].read()
+def _drain(node: Shard, pending: dict[Shard, int]) -> None:
+    for _ in range(pending.pop(node, 0)):
+        node.read()
 
 
 def snapshot(state: RedisState) -> Model:
@@ -97,9 +107,8 @@ def snapshot(state: RedisState) -> Model:
         fieldsync.share(state, model.registry, 0, adopt=True)
     layout = state.layout
     assert layout is not None
-    pause = state.prefix + "pause"
     for shard in state.shards:
-        shard.client.set(pause, "1", px=PAUSE_MS)
+        state._call(shard.index, "set", shard.prefix + "pause", "1", px=PAUSE_MS)
     try:
         parts_k: list[np.ndarray] = []
         parts_r: list[np.ndarray] = []
@@ -107,10 +116,10 @@ def snapshot(state: RedisState) -> Model:
             for keys, recs in _read_shard(state, shard.index, layout):
                 parts_k.append(keys)
                 parts_r.append(recs)
-        raw: dict[Any, Any] = state.shards[0].client.hgetall(state.prefix + "t")
+        raw: dict[Any, Any] = state._call(0, "hgetall", state.prefix + "t")
     finally:
         for shard in state.shards:
-            shard.client.delete(pause)
+            state._call(shard.index, "delete", shard.prefix + "pause")
     opt = model.optimizer
     width = opt.stride - 1
     keys = np.concatenate(parts_k) if parts_k else np.empty(0, dtype=np.uint64)
@@ -127,7 +136,7 @@ def snapshot(state: RedisState) -> Model:
 
 def _read_shard(state: RedisState, i: int, layout: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     client = state.shards[i].client
-    pattern = layout.scan_pattern(state.prefix)
+    pattern = layout.scan_pattern(state.shards[i].prefix)
     names: list[bytes] = []
 
     def fetch(batch: list[bytes]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

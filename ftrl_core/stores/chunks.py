@@ -17,7 +17,7 @@ exactly the value written whenever |x| >= 2^-8 (the float32's last bit is coarse
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -119,14 +119,15 @@ class ChunkLayout:
                                       _GET, _I64, _W, _R, out, 0)
         return out[:end].tobytes(), int(nargs), order
 
-    def encode(self, sha: str, head: list[bytes], wkeys: np.ndarray, wbase: np.ndarray,
-               wcur: np.ndarray, rkeys: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
+    def encode(self, sha: str, declared: list[bytes], head: list[bytes], wkeys: np.ndarray,
+               wbase: np.ndarray, wcur: np.ndarray, rkeys: np.ndarray
+               ) -> tuple[bytes, np.ndarray, np.ndarray]:
         delta = self.to_fixed(wcur) - self.to_fixed(wbase)
         wbody, wn, wo = self._groups(wkeys, delta, True)
         rbody, rn, ro = self._groups(rkeys, delta[:0], False)
-        fixed = command(b"EVALSHA", sha, 0, *head, self.ncols)
+        fixed = command(b"EVALSHA", sha, len(declared), *declared, *head, self.ncols)
         # the command's array header counts the fixed arguments and the groups' ones
-        nfixed = 3 + len(head) + 1
+        nfixed = 3 + len(declared) + len(head) + 1
         payload = array_header(nfixed + wn + rn) + fixed[fixed.index(b"\r\n") + 2:] + wbody \
             + rbody
         return payload, wo, ro
@@ -138,7 +139,7 @@ class ChunkLayout:
 
     # -- bulk load and read (load-state, snapshots) -----------------------------------------
 
-    def seed_commands(self, prefix: str, keys: np.ndarray, recs: np.ndarray
+    def seed_commands(self, prefixes: Sequence[str], keys: np.ndarray, recs: np.ndarray
                       ) -> Iterator[tuple[int, bytes]]:
         """(shard, SET command) per chunk: whole chunk strings, big-endian int64 columns."""
         ints = self.to_fixed(recs)
@@ -149,7 +150,8 @@ class ChunkLayout:
             dense = np.zeros((CHUNK_SLOTS, self.ncols), dtype=">i8")
             dense[slots[sel] & (CHUNK_SLOTS - 1)] = ints[sel]
             last = int((slots[sel] & (CHUNK_SLOTS - 1)).max()) + 1
-            yield c % self.shards, command(b"SET", f"{prefix}c:{c}", dense[:last].tobytes())
+            s = c % self.shards
+            yield s, command(b"SET", f"{prefixes[s]}c:{c}", dense[:last].tobytes())
 
     def scan_pattern(self, prefix: str) -> str:
         return f"{prefix}c:*"

@@ -13,6 +13,12 @@ What lives where:
   several, c becomes the sum of the workers' stamp moves, an approximation of "the clock
   when last brought current" (the global clock itself is the sum of all workers' advances).
 
+With ``redis+cluster://`` the shards are G slot groups of the cluster (``cluster``): the same
+layout over G virtual shards, each group's keys under its hash-tagged prefix
+``ctr:{<name>:<g>}:`` (one slot per group), ``config`` in every group, the counters and the
+field list in group 0; a flush sends one call per group to the master serving the group's
+slot, following MOVED / ASK.
+
 The flush protocol: before a batch is learned, ``before_learn`` finds the batch's keys
 absent from the cache and, if a flush is due (every ``sync_every_events`` learned rows,
 default every batch), sends one script call per shard that applies the pending deltas and
@@ -31,6 +37,7 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+from redis.exceptions import AskError, MovedError
 
 from ..batch import Batch
 from ..fields import FieldRegistry
@@ -38,6 +45,7 @@ from ..model import Model
 from . import fieldsync
 from .buckets import BucketLayout
 from .chunks import ChunkLayout
+from .cluster import CLUSTER_GROUPS, MAX_REDIRECTS, WAIT, ClusterMap, SlotGroup
 from .deltas import DeltaTracker, store_records
 from .errors import FlushError, IdentityError, StateStoreError
 from .shard import TRANSIENT, Shard, is_noscript
@@ -60,14 +68,24 @@ class RedisState:
 
     def __init__(self, url: str, model_name: str = "default", *, sync_every_events: int = 0,
                  buckets: int | None = None, flush_ttl: int = 3600, retries: int = 5,
-                 pause_timeout: float = 60.0, socket_timeout: float = 30.0) -> None:
+                 pause_timeout: float = 60.0, socket_timeout: float = 30.0,
+                 groups: int | None = None) -> None:
         parsed = parse_state_url(url)
-        if parsed.scheme != "redis":
-            raise StateStoreError(f"--state {url}: not a redis:// URL")
+        if parsed.scheme not in ("redis", "redis+cluster"):
+            raise StateStoreError(f"--state {url}: not a redis:// or redis+cluster:// URL")
         self.url = url
         self.name = check_model_name(model_name)
-        self.prefix = f"ctr:{self.name}:"
-        self.shards = [Shard(u, i, socket_timeout) for i, u in enumerate(parsed.shards)]
+        #: the cluster's slot map (None: standalone shards); ``groups``: a new model's slot
+        #: groups (a stored model keeps its own count)
+        self.cluster = ClusterMap(parsed.shards, socket_timeout) \
+            if parsed.scheme == "redis+cluster" else None
+        self.groups = groups or CLUSTER_GROUPS
+        self.shards: list[Shard] | list[SlotGroup] = \
+            [Shard(u, i, socket_timeout, f"ctr:{self.name}:") for i, u in
+             enumerate(parsed.shards)] if self.cluster is None else self._slot_groups(self.groups)
+        #: shard / group 0's prefix: its keys hold the config read first, the counters, the
+        #: field list and the flush ids ``flush_applied`` checks
+        self.prefix = self.shards[0].prefix
         self.sync_every_events = max(int(sync_every_events), 0)
         self.buckets = buckets
         self.flush_ttl = flush_ttl
@@ -86,6 +104,15 @@ class RedisState:
         self.counter_base = np.zeros(0, dtype=np.float64)
         self.ncounters = 0
         self.fields_known = 0  # the model's fields known to agree with the shared list
+        #: read the shared value of a batch's coordinates absent from the cache before
+        #: learning it (a round trip per batch that brings new keys). A cache that loaded
+        #: every stored coordinate at start (the service's) can skip it: a coordinate it
+        #: lacks is then new or was created by another worker since, and starts from zero
+        #: locally until the next flush's reply brings the shared value (its delta is added
+        #: to the shared value all the same), the staleness every cached coordinate has.
+        self.fetch_missing = True
+        #: cluster replies met by flush calls: MOVED, ASK, and waits (TRYAGAIN, CLUSTERDOWN)
+        self.redirects = {"moved": 0, "ask": 0, "wait": 0}
 
     # -- identity -------------------------------------------------------------------------
 
@@ -96,9 +123,20 @@ class RedisState:
                                len(self.shards))
         return BucketLayout(opt.stride, opt.state_dtype, buckets, len(self.shards))
 
+    def _slot_groups(self, n: int) -> list[SlotGroup]:
+        assert self.cluster is not None
+        if not 1 <= n <= 1024:
+            raise StateStoreError(f"slot groups must be in [1, 1024], got {n}")
+        return [SlotGroup(self.cluster, self.name, g) for g in range(n)]
+
     def stored_config(self) -> dict[str, Any] | None:
         raw = self._call(0, "get", self.prefix + "config")
-        return None if raw is None else dict(json.loads(raw))
+        stored = None if raw is None else dict(json.loads(raw))
+        if self.cluster is not None:  # a stored model keeps its slot groups, a new one gets
+            n = int(stored["shards"]) if stored is not None else self.groups
+            if n != len(self.shards):
+                self.shards = self._slot_groups(n)
+        return stored
 
     def _record(self, model: Model, layout: BucketLayout | ChunkLayout, shard: int) -> str:
         return json.dumps({"config": model.config(), "store": layout.identity(),
@@ -113,7 +151,7 @@ class RedisState:
         layout = self._make_layout(model, int(buckets))
         for shard in self.shards:
             mine = self._record(model, layout, shard.index)
-            old = self._call(shard.index, "set", self.prefix + "config", mine, nx=True,
+            old = self._call(shard.index, "set", shard.prefix + "config", mine, nx=True,
                              get=True)
             if old is not None:
                 self._check(json.loads(old), json.loads(mine), shard)
@@ -149,7 +187,8 @@ class RedisState:
             self.fields_known = len(registry)
         return shared
 
-    def _check(self, stored: dict[str, Any], mine: dict[str, Any], shard: Shard) -> None:
+    def _check(self, stored: dict[str, Any], mine: dict[str, Any],
+               shard: Shard | SlotGroup) -> None:
         where = f"model {self.name!r} on {shard.url}"
         a = {k: stored["config"].get(k) for k in IDENTITY_KEYS}
         b = {k: mine["config"].get(k) for k in IDENTITY_KEYS}
@@ -195,8 +234,11 @@ class RedisState:
                     "`ctr train --state` once the fields exist, or feed it through the service")
             self.fields_known = len(model.registry)
         cache = model.optimizer.table
-        missing = self.tracker.missing(cache, batch)
         due = self.rows_pending > 0 and self.rows_pending >= self.sync_every_events
+        if self.fetch_missing or due:
+            missing = self.tracker.missing(cache, batch)
+        else:
+            missing = np.empty(0, dtype=np.uint64)
         if due or missing.size:
             self._exchange(write=due, missing=missing, counters=due)
         self.tracker.capture(cache, batch)
@@ -226,6 +268,8 @@ class RedisState:
     def close(self) -> None:
         for shard in self.shards:
             shard.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
     # -- the flush call ---------------------------------------------------------------------
 
@@ -258,10 +302,12 @@ class RedisState:
             rsel = np.flatnonzero(rshard == i)
             if not (wsel.size or rsel.size or (i == 0 and counters)):
                 continue
-            head = [self.prefix.encode(), flush_id.encode(), str(self.flush_ttl).encode(),
+            prefix = shard.prefix.encode()
+            declared = [prefix + b"f:" + flush_id.encode(), prefix + b"pause"]
+            head = [prefix, flush_id.encode(), str(self.flush_ttl).encode(),
                     cb if i == 0 else b"", cc if i == 0 else b""]
-            payload, wo, ro = self.layout.encode(shard.sha or "", head, keys[wsel], base[wsel],
-                                                 cur[wsel], missing[rsel])
+            payload, wo, ro = self.layout.encode(shard.sha or "", declared, head, keys[wsel],
+                                                 base[wsel], cur[wsel], missing[rsel])
             calls[i] = (payload, keys[wsel][wo], missing[rsel][ro])
         try:
             replies = self._roundtrip({i: c[0] for i, c in calls.items()})
@@ -285,61 +331,88 @@ class RedisState:
             self.failed_flush = None
 
     def _roundtrip(self, payloads: dict[int, bytes]) -> dict[int, Any]:
-        """Send every shard's call, then read the replies (the shards work in parallel);
-        a call whose reply is lost is resent as is (its flush id makes that safe)."""
+        """Send every shard's call, then read the replies (the shards work in parallel;
+        slot groups on one master are pipelined on its connection). A call whose reply is
+        lost is resent as is (its flush id makes that safe); one a cluster redirects (MOVED,
+        ASK) is resent where the reply says; one refused while a snapshot pauses flushes or
+        a slot migrates (TRYAGAIN) is resent after a wait, until ``pause_timeout``."""
         replies: dict[int, Any] = {}
         todo = dict(payloads)
-        attempts = 0
+        attempts = rounds = 0
         deadline = time.monotonic() + self.pause_timeout
         while todo:
             sent = []
+            failed = waiting = False
             for i, payload in todo.items():
                 try:
                     self.shards[i].send(payload)
                     sent.append(i)
                 except TRANSIENT as exc:
                     self._failed(i, exc, attempts)
-            paused = False
+                    failed = True
             for i in sent:
+                shard = self.shards[i]
                 try:
-                    reply = self.shards[i].read()
+                    reply = shard.read()
                 except TRANSIENT as exc:
                     self._failed(i, exc, attempts)
+                    failed = True
+                    continue
+                except AskError as exc:  # MovedError too (a subclass): resent at once
+                    if not isinstance(shard, SlotGroup):
+                        raise FlushError(f"shard {shard.url}: {exc} (a cluster node: use "
+                                         "--state redis+cluster://)") from exc
+                    self.redirects["moved" if isinstance(exc, MovedError) else "ask"] += 1
+                    shard.redirected(exc)
+                    continue
+                except WAIT:
+                    self.redirects["wait"] += 1
+                    waiting = True
                     continue
                 except Exception as exc:
                     if is_noscript(exc):  # a restarted shard lost its scripts
-                        self._retry(self.shards[i], lambda s: s.load_script(
+                        self._retry(shard, lambda s: s.load_script(
                             _script(self.layout.script)))  # type: ignore[union-attr]
                         continue
-                    raise FlushError(f"shard {self.shards[i].url}: {exc}") from exc
+                    for j in sent:  # replies left unread would answer the next calls
+                        self.shards[j].reset()
+                    raise FlushError(f"shard {shard.url}: {exc}") from exc
                 if reply[0] == b"paused":
-                    paused = True
+                    waiting = True
                     continue
                 replies[i] = reply
                 del todo[i]
-            attempts += 1
+            rounds += 1
+            attempts += failed
             if todo:
-                if attempts > self.retries and not (paused and time.monotonic() < deadline):
+                if attempts > self.retries or time.monotonic() > deadline:
                     raise FlushError(f"flush not applied on shard(s) "
                                      f"{', '.join(self.shards[i].url for i in todo)} after "
-                                     f"{attempts} attempts; its deltas stay pending")
-                time.sleep(min(0.05 * attempts, 1.0))
+                                     f"{rounds} attempts; its deltas stay pending")
+                if failed or waiting or rounds > MAX_REDIRECTS:  # redirects: resent at once
+                    time.sleep(min(0.05 * max(attempts, 1), 1.0))
         return replies
 
     def _failed(self, i: int, exc: BaseException, attempts: int) -> None:
         log.warning("shard %s: %s (attempt %d); retrying", self.shards[i].url, exc, attempts + 1)
         self.shards[i].reset()
 
-    def _retry(self, shard: Shard, fn: Any) -> Any:
-        for attempt in range(self.retries + 1):
+    def _retry(self, shard: Shard | SlotGroup, fn: Any) -> Any:
+        attempt = 0
+        deadline = time.monotonic() + self.pause_timeout
+        while True:
             try:
                 return fn(shard)
             except TRANSIENT as exc:
                 if attempt == self.retries:
                     raise StateStoreError(f"shard {shard.url} unreachable: {exc}") from exc
                 shard.reset()
-                time.sleep(min(0.05 * (attempt + 1), 1.0))
-        return None
+                attempt += 1
+                time.sleep(min(0.05 * attempt, 1.0))
+            except WAIT as exc:  # a slot being migrated, or not served for now
+                if time.monotonic() > deadline:
+                    raise StateStoreError(f"shard {shard.url}: {exc}") from exc
+                time.sleep(0.05)
 
     def _call(self, i: int, method: str, *args: Any, **kw: Any) -> Any:
-        return self._retry(self.shards[i], lambda s: getattr(s.client, method)(*args, **kw))
+        return self._retry(self.shards[i], lambda s: s.call(method, *args, **kw))

@@ -1,5 +1,6 @@
-"""One Redis shard: a redis-py client for ordinary commands and one raw connection that
-sends pre-packed RESP payloads (flush calls) and reads their replies with hiredis."""
+"""One Redis server: a redis-py client for ordinary commands and one raw connection that
+sends pre-packed RESP payloads (flush calls) and reads their replies with hiredis. A
+standalone shard is one; so is each master of a cluster (``cluster.ClusterMap``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ import logging
 from typing import Any
 
 import redis
+from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import StateStoreError
@@ -20,9 +27,14 @@ TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class Shard:
-    def __init__(self, url: str, index: int, socket_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, index: int, socket_timeout: float = 30.0,
+                 prefix: str = "") -> None:
         self.url = url
         self.index = index
+        self.prefix = prefix  # of the model's keys here (a cluster's slot groups have theirs)
+        #: bumped when the raw connection is dropped: a reply still expected on the old one
+        #: is lost (slot groups pipelined on one master's connection check it)
+        self.epoch = 0
         try:
             self.client = redis.Redis.from_url(url, socket_timeout=socket_timeout,
                                                socket_connect_timeout=socket_timeout)
@@ -37,6 +49,18 @@ class Shard:
             self._conn = self.client.connection_pool.get_connection()
         return self._conn
 
+    @property
+    def node(self) -> Shard:
+        """The server whose raw connection carries this target's calls: itself."""
+        return self
+
+    def call(self, method: str, *args: Any, **kw: Any) -> Any:
+        try:
+            return getattr(self.client, method)(*args, **kw)
+        except (AskError, ClusterCrossSlotError) as exc:  # MOVED is an AskError too
+            raise StateStoreError(f"--state: shard {self.url} is a Redis Cluster node "
+                                  f"({exc}): use --state redis+cluster://HOST:PORT") from None
+
     def load_script(self, source: str) -> str:
         self.sha = str(self.client.script_load(source))
         return self.sha
@@ -49,6 +73,7 @@ class Shard:
 
     def reset(self) -> None:
         """Drop the raw connection (after an error its stream position is unknown)."""
+        self.epoch += 1
         if self._conn is not None:
             self._conn.disconnect()
             self.client.connection_pool.release(self._conn)

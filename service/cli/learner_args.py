@@ -60,7 +60,8 @@ def add_state_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("state store")
     g.add_argument("--state", default="memory://", metavar="URL",
                    help="memory:// (default) or redis://host:port[/db][,redis://...] (shards, "
-                        "in a fixed order); rediss:// for TLS")
+                        "in a fixed order); rediss:// for TLS; "
+                        "redis+cluster://host:port[,host:port...] for a Redis Cluster")
     g.add_argument("--model-name", default="default",
                    help="the model's name in the shared store (default 'default')")
     g.add_argument("--sync-every-events", type=int, default=0, metavar="N",

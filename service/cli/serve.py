@@ -56,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     st.add_argument("--state", metavar="URL",
                     help="state store: memory:// (default, one worker) or "
                          "redis://host:port[/db][,redis://...] (shards, in a fixed order; "
-                         "shared by all workers)")
+                         "shared by all workers) or redis+cluster://host:port[,host:port...] "
+                         "(a Redis Cluster)")
     st.add_argument("--model-name", help="the model's name in a shared store (default "
                                           "'default')")
     st.add_argument("--sync-every-events", type=int, metavar="N",

@@ -8,18 +8,19 @@ from .base import StateStore, StateStoreError, StoreUnavailable
 from .memory import MemoryStore
 
 #: schemes the next steps bring
-PLANNED = ("rediss", "redis+cluster")
+PLANNED = ("rediss",)
 
 __all__ = ["MemoryStore", "StateStore", "StateStoreError", "StoreUnavailable", "open_store"]
 
 
 def open_store(url: str, model_name: str = "default", *, sync_every_events: int = 0,
                sync_every_ms: float = 0.0, buckets: int | None = None) -> StateStore:
-    """The store for ``url``: ``memory://`` or ``redis://host:port[,redis://...]``."""
+    """The store for ``url``: ``memory://``, ``redis://host:port[,redis://...]`` or
+    ``redis+cluster://host:port[,host:port...]``."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryStore(url)
-    if scheme == "redis":
+    if scheme in ("redis", "redis+cluster"):
         from .redis import RedisStore  # redis-py is imported only by those who use it
 
         return RedisStore(url, model_name, sync_every_events=sync_every_events,
@@ -28,4 +29,4 @@ def open_store(url: str, model_name: str = "default", *, sync_every_events: int 
         raise StateStoreError(f"--state {url}: the {scheme}:// state store is not supported "
                               "yet; use --state redis://HOST:PORT or memory://")
     raise StateStoreError(f"--state {url}: unknown state store scheme {scheme!r} "
-                          "(supported: memory://, redis://)")
+                          "(supported: memory://, redis://, redis+cluster://)")

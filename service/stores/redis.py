@@ -1,6 +1,7 @@
-"""``redis://host:port[,redis://...]``: the model's state shared by workers through Redis
-shards (``ftrl_core.stores.RedisState`` does the work: worker-local cache, additive deltas,
-one script call per shard per flush).
+"""``redis://host:port[,redis://...]`` or ``redis+cluster://host:port[,...]``: the model's
+state shared by workers through Redis shards or a cluster's slot groups
+(``ftrl_core.stores.RedisState`` does the work: worker-local cache, additive deltas, one
+script call per shard per flush).
 
 When this store flushes: after a learned batch once ``sync_every_events`` rows are pending
 (0: after every batch) or ``sync_every_ms`` passed since the last flush; the service's
@@ -79,6 +80,8 @@ class RedisStore:
             model = self.state.open(build, model_in)
             if not seeding:  # Redis is newer than any file: its state wins
                 self._load_cache(model)
+            # the cache holds every stored coordinate: no read before each batch
+            self.state.fetch_missing = False
         except CoreStoreError as exc:
             raise StateStoreError(str(exc)) from None
         except RedisError as exc:

@@ -2,6 +2,9 @@
 -- ARGV[1] key prefix, ARGV[2] flush id ('' for a read-only call), ARGV[3] flush-id TTL (s),
 -- ARGV[4] / ARGV[5] base / current global counters (packed little-endian doubles, '' on
 -- every shard but shard 0).
+-- KEYS: the call's flush-id key and pause key. The script builds its key names from ARGV[1];
+-- the keys are declared so that a Redis Cluster node checks the slot before the script runs
+-- (MOVED, ASK or TRYAGAIN instead of a script half run on a slot being migrated).
 -- A flush id is recorded (SET NX EX) in the same atomic call that applies the deltas: a
 -- retried flush whose first attempt was applied finds its id and is answered with the
 -- current values instead of being applied again.

@@ -1,0 +1,163 @@
+"""Training ingest with the model shared through Redis: `ctr replay` into
+`ctr serve --workers 2 --state redis://A,redis://B` (two local shards), beside the memory
+store with one worker, and how quality and Redis memory come out.
+
+    python bench/redis_ingest.py /work/data/syn1m.tsv [--rows 1000000] [--batch-size 1000]
+        [--concurrency 4] [--sync-ms 0,50,200] [--hash-bits 24] [--runs memory,exact,hashed]
+
+Each run starts fresh `redis-server` processes (loopback, free ports, no persistence) and a
+fresh server, replays the rows, stops the server (its workers flush what is left) and
+prints events/s, the progressive logloss (each event predicted before it was learned, by
+whichever worker took it) and its distance to `ctr train` on the same rows (one process,
+file order; target: within 0.002), then Redis `used_memory` above an empty server per
+stored coordinate (target: at most 40 B). Runs:
+
+- `memory`: `--state memory://`, 1 worker (the reference the issue asks for beside it);
+- `exact`: exact 64-bit keys in bucketed small hashes (the default layout), 2 workers;
+- `hashed`: `--hash-bits B`: dense chunk strings, BITFIELD INCRBY of fixed-point integers;
+
+the Redis runs once per `--sync-ms` value (0: a flush after every batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+from _common import ctr
+from _server import Server, free_port
+from ingest import count_lines, head
+
+LEARNER = ("--alpha", "0.2")
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisProc:
+    """A throwaway redis-server on a free loopback port (no RDB, no AOF)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                self.client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        self.empty = self.used_memory()
+
+    def used_memory(self) -> int:
+        return int(self.client.info("memory")["used_memory"])
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def replay(url: str, data: Path, out: Path, *flags: str) -> dict:
+    res = subprocess.run(ctr("replay", str(data), "--url", url, "--quiet", "--metrics-json",
+                             str(out), *flags), capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(f"ctr replay failed:\n{res.stderr}")
+    return dict(json.loads(out.read_text()))
+
+
+def stored_coordinates(state: str) -> int:
+    """Live coordinates of the shared model (read back with `ctr load-state`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "m.ctr"
+        res = subprocess.run(ctr("load-state", "--snapshot-out", str(out), "--state", state),
+                             capture_output=True, text=True)
+        if res.returncode:
+            raise SystemExit(f"ctr load-state failed:\n{res.stderr}")
+        res = subprocess.run(ctr("inspect", str(out), "--json"), capture_output=True,
+                             text=True)
+        if res.returncode:
+            raise SystemExit(f"ctr inspect failed:\n{res.stderr}")
+        return int(json.loads(res.stdout)["memory"]["live_coordinates"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--sync-ms", default="0,50,200",
+                    help="--sync-every-ms values of the Redis runs (0: every batch)")
+    ap.add_argument("--hash-bits", type=int, default=24)
+    ap.add_argument("--runs", default="memory,exact,hashed")
+    a = ap.parse_args()
+    runs = [r.strip() for r in a.runs.split(",") if r.strip()]
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        limit: list[str] = []
+        same_rows = a.data
+        if count_lines(a.data, a.rows) > a.rows:
+            limit = ["--limit", str(a.rows)]
+            same_rows = head(a.data, a.rows, tmp / f"head{a.data.suffix}")
+        size = ["--batch-size", str(a.batch_size), "--concurrency", str(a.concurrency)]
+        reference: dict[str, float] = {}
+        for hashed in (False, True):
+            flags = [*LEARNER, *(["--hash-bits", str(a.hash_bits)] if hashed else [])]
+            res = subprocess.run(ctr("train", str(same_rows), *flags, "--quiet",
+                                     "--metrics-json", str(tmp / "train.json")),
+                                 capture_output=True, text=True)
+            if res.returncode:
+                raise SystemExit(f"ctr train failed:\n{res.stderr}")
+            reference["hashed" if hashed else "exact"] = \
+                json.loads((tmp / "train.json").read_text())["logloss"]
+        print(f"ctr train (one process, file order): logloss {reference['exact']:.6f} exact "
+              f"keys, {reference['hashed']:.6f} with --hash-bits {a.hash_bits}")
+
+        if "memory" in runs:
+            with Server(*LEARNER) as server:
+                m = replay(server.url, a.data, tmp / "m.json", *size, *limit)
+            print(f"memory store, 1 worker: {m['events_per_second']:,.0f} events/s, logloss "
+                  f"{m['logloss']:.6f} ({m['logloss'] - reference['exact']:+.6f} vs ctr train)")
+        for layout in ("exact", "hashed"):
+            if layout not in runs:
+                continue
+            extra = ["--hash-bits", str(a.hash_bits)] if layout == "hashed" else []
+            for ms in [float(x) for x in a.sync_ms.split(",")]:
+                shards = [RedisProc(tmp / f"r{i}-{layout}-{ms}") for i in range(2)]
+                state = ",".join(s.url for s in shards)
+                sync = ["--sync-every-ms", str(ms)] if ms > 0 else []
+                try:
+                    with Server(*LEARNER, *extra, "--workers", str(a.workers), "--state",
+                                state, *sync) as server:
+                        m = replay(server.url, a.data, tmp / "m.json", *size, *limit)
+                    used = sum(s.used_memory() - s.empty for s in shards)
+                    coords = stored_coordinates(state)
+                finally:
+                    for s in shards:
+                        s.stop()
+                target = "ok" if m["events_per_second"] >= 100_000 else "MISS"
+                gap = m["logloss"] - reference[layout]
+                print(f"redis {layout} ({'every batch' if ms <= 0 else f'sync {ms:g} ms'}), "
+                      f"{a.workers} workers, 2 shards: {m['events_per_second']:,.0f} events/s "
+                      f"(>= 100,000: {target}); logloss {m['logloss']:.6f} ({gap:+.6f} vs "
+                      f"ctr train; |d| <= 0.002: {'ok' if abs(gap) <= 0.002 else 'MISS'}); "
+                      f"{coords:,} coordinates, used_memory {used / 1e6:,.1f} MB = "
+                      f"{used / max(coords, 1):.1f} B/coordinate (<= 40: "
+                      f"{'ok' if used / max(coords, 1) <= 40 else 'MISS'})")
+                sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
