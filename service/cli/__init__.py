@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "serve": ("serve", "serve a model over HTTP: learn from events, predict at once"),
     "replay": ("replay", "post a file's rows to a server's /v1/train in batches"),
     "load-state": ("load_state", "seed a shared state store from a model file, or read it back"),
+    "consume": ("consume", "learn a Redis stream through a consumer group (exactly once)"),
 }
 
 
