@@ -74,6 +74,8 @@ class LearnerService:
         self._build = build
         self.lock = asyncio.Lock()
         self._snapshot_lock = asyncio.Lock()
+        #: one flush at a time; taken before ``lock``, never while holding it
+        self._flush_lock = asyncio.Lock()
         self._model: Model | None = None
         self._train_fmt: JsonlFormat | None = None
         self._predict_fmt: JsonlFormat | None = None
@@ -153,8 +155,11 @@ class LearnerService:
         """Learn a ``{"events": [...]}`` body whole, or raise a problem having learned
         nothing; returns (p before learning each event, model version)."""
         model = self.model
+        await self._retry_degraded(model)
         async with self.lock:
-            return self._train_locked(model, body)
+            out = self._train_locked(model, body)
+        await self.flush(model)
+        return out
 
     def _train_locked(self, model: Model, body: bytes | bytearray) -> tuple[np.ndarray, int]:
         assert self._train_fmt is not None
@@ -232,6 +237,7 @@ class LearnerService:
         """Learn the good NDJSON lines of ``piece`` in order; bad lines are skipped (those
         the scanner refuses register no field)."""
         model = self.model
+        await self._retry_degraded(model)
         async with self.lock:
             assert self._train_fmt is not None
             result = parse_events(piece, self._train_fmt, require_label=True)
@@ -240,8 +246,41 @@ class LearnerService:
                 result = parse_events(piece, self._train_fmt, require_label=True)
             batch = result.batch
             self.events_rejected += len(result.errors)
-            return LinesLearned(self._learn(model, batch), batch.labels, result.errors,
-                                model.rows)
+            out = LinesLearned(self._learn(model, batch), batch.labels, result.errors,
+                               model.rows)
+        await self.flush(model)
+        return out
+
+    # -- flushes to a shared store --------------------------------------------------------------
+
+    async def flush(self, model: Model) -> None:
+        """Push the store's pending deltas if it wants to now. Prepared under the learn
+        lock, sent from a worker thread without it (learning and predictions go on), applied
+        under the lock again. One flush at a time: a request that finds one on the wire
+        waits for it, and its own deltas, if still pending, go in the next (so flushes grow
+        with the load instead of queueing). A failed flush is kept by the store, which is
+        then degraded, and resent on a later call."""
+        if not self.store.flush_wanted():
+            return
+        async with self._flush_lock:
+            async with self.lock:
+                if not self.store.flush_wanted():  # the flush waited for took them
+                    return
+                job = self.store.begin_flush(model)
+            if job is None:
+                return
+            try:  # the thread is waited for even if this task is cancelled: one at a time
+                replies = await _locked_thread(lambda _: self.store.roundtrip(job), model)
+            except StoreUnavailable:
+                return
+            async with self.lock:
+                self.store.finish_flush(model, job, replies)
+
+    async def _retry_degraded(self, model: Model) -> None:
+        """Before learning: a degraded store's kept flush is retried (when due), so the
+        request is refused only if the store is still unreachable."""
+        if self.store.status().get("healthy") is False:
+            await self.flush(model)
 
     # -- prediction ---------------------------------------------------------------------------
 
@@ -300,7 +339,7 @@ class LearnerService:
         """A copy of the model between two batches (memory speed, under the lock); with a
         shared store, of the whole shared model (see ``StateStore.shared_copy``)."""
         model = self.model
-        async with self.lock:
+        async with self._flush_lock, self.lock:
             self._sync(model)
             return await _locked_thread(self._copy, model)
 
@@ -314,7 +353,7 @@ class LearnerService:
     async def _consistent_copies(self) -> tuple[Model, list[Variant]]:
         """Copies of the model and of every variant, taken between the same two batches."""
         model = self.model
-        async with self.lock:
+        async with self._flush_lock, self.lock:
             self._sync(model)
 
             def copies(m: Model) -> tuple[Model, list[Variant]]:
@@ -366,11 +405,10 @@ class LearnerService:
             await asyncio.sleep(every)
             if self._model is None:
                 continue
-            async with self.lock:
-                try:
-                    self.store.flush_due(self._model)
-                except Exception:  # the store keeps its deltas; the next tick tries again
-                    log.exception("background flush failed")
+            try:
+                await self.flush(self._model)
+            except Exception:  # the store keeps its deltas; the next tick tries again
+                log.exception("background flush failed")
 
     async def snapshot_loop(self, every: float) -> None:
         """Snapshot every ``every`` seconds when the model changed; errors are logged."""

@@ -112,6 +112,89 @@ def test_retried_flush_is_applied_once(criteo_file: Path,
         proxy.stop()
 
 
+def batches(model: Model, data: Path, n: int) -> list:
+    reader = open_reader(data, "criteo", model.registry, model.options, chunk_bytes=60_000)
+    return list(itertools.islice(reader, n))
+
+
+@pytest.mark.parametrize("name", ["ftrl", "fobos"])
+def test_learning_while_a_flush_is_in_flight_stays_exact(
+        name: str, criteo_file: Path, redis_shards: list[RedisServer]) -> None:
+    """The service learns while its flush is on the wire (prepare, learn more, then
+    roundtrip and apply): one worker still predicts exactly as the memory store."""
+    p_mem = learn(build(name), criteo_file, None, batches=5)
+    store = RedisState(url(redis_shards), f"overlap-{name}", sync_every_events=1 << 62)
+    model = store.attach(build(name))
+    out = []
+    for i, batch in enumerate(batches(model, criteo_file, 5)):
+        store.before_learn(model, batch)
+        out.append(model.learn(batch).copy())
+        store.after_learn(model, batch)
+        if i in (0, 2):
+            flight = store.prepare()
+            assert flight is not None and store.next_flush_id == flight.flush_id
+        if i in (1, 3):  # one batch learned on the same keys while the flush was out
+            assert flight is not None
+            store.apply(flight, store.roundtrip(flight))
+            assert store.in_flight is None
+    store.sync(model)
+    np.testing.assert_allclose(np.concatenate(out), p_mem, rtol=0, atol=1e-12)
+    shared = snapshot(store)
+    keys = model.optimizer.table.keys()
+    np.testing.assert_array_equal(shared.optimizer.table.lookup(keys) >= 0, True)
+    assert shared.rows == model.rows == sum(len(o) for o in out)
+    store.close()
+
+
+def test_flush_merged_under_a_worker_that_went_on_learning(
+        criteo_file: Path, redis_shards: list[RedisServer]) -> None:
+    """Worker A prepares a flush, worker B flushes over the same keys, A learns on and only
+    then applies its reply: nothing either learned is lost or counted twice. FTRL's (z, n)
+    are sums of per-step increments, so the shared state must be the sum of every learning
+    step's increments, whichever worker made it, and A's cache must end equal to it."""
+    a_state = RedisState(url(redis_shards), "merge", sync_every_events=1 << 62)
+    b_state = RedisState(url(redis_shards), "merge", sync_every_events=1 << 62)
+    a = a_state.attach(build())
+    b = b_state.attach(build())
+    data = batches(build(), criteo_file, 4)
+    total: dict[int, np.ndarray] = {}
+
+    def step(model: Model, state: RedisState, batch) -> None:  # type: ignore[no-untyped-def]
+        state.before_learn(model, batch)
+        keys = np.unique(batch.keys)
+        before = model.optimizer.state_of(keys)
+        model.learn(batch)
+        state.after_learn(model, batch)
+        after = model.optimizer.state_of(keys)
+        for j, k in enumerate(keys.tolist()):
+            inc = np.array([after["z"][j] - before["z"][j], after["n"][j] - before["n"][j]],
+                           dtype=np.float64)
+            total[k] = total.get(k, 0.0) + inc
+
+    step(a, a_state, data[0])
+    flight = a_state.prepare()
+    assert flight is not None
+    step(b, b_state, data[1])
+    b_state.sync(b)  # B's deltas reach Redis first: A's reply will differ from its own
+    step(a, a_state, data[2])  # the same frequent keys (the bias at least), learned on
+    a_state.apply(flight, a_state.roundtrip(flight))
+    step(a, a_state, data[3])
+    a_state.sync(a)
+    shared = snapshot(a_state)
+    keys = np.array(sorted(total), dtype=np.uint64)
+    got = shared.optimizer.state_of(keys)
+    want = np.array([total[k] for k in keys.tolist()])
+    np.testing.assert_allclose(got["z"], want[:, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["n"], want[:, 1], rtol=1e-5, atol=1e-6)
+    mine = a.optimizer.state_of(keys)
+    touched = a.optimizer.table.lookup(keys) >= 0
+    np.testing.assert_array_equal(mine["z"][touched], got["z"][touched])
+    np.testing.assert_array_equal(mine["n"][touched], got["n"][touched])
+    assert shared.rows == sum(batch.rows for batch in data)
+    a_state.close()
+    b_state.close()
+
+
 def test_identity_refused(redis_shards: list[RedisServer]) -> None:
     RedisState(url(redis_shards), "ident").attach(build(alpha=0.2))
     with pytest.raises(IdentityError, match="params differ"):

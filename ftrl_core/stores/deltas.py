@@ -68,6 +68,38 @@ def _collect(words, stride, capacity, base, keys_out, base_out, cur_out):  # typ
     return n
 
 
+@kernel
+def _refresh(words, lanes, stride, capacity, meta, base, blanes,  # type: ignore[no-untyped-def]
+             base_capacity, keys, recs, rlanes, width):
+    """Bring ``keys`` to their merged shared records ``recs`` while keeping what was learned
+    on them since the flush was prepared (see ``DeltaTracker.refresh``). ``lanes``,
+    ``blanes`` and ``rlanes`` are float views of ``words``, ``base`` and ``recs`` with
+    ``width`` lanes per 64-bit word (2 for float32 state, 1 for float64)."""
+    per = stride - 1
+    for i in range(keys.size):
+        s = find_or_insert(words, stride, capacity, keys[i], meta)
+        if s < 0:
+            s = -1 - s
+        b = find_slot(base, stride, base_capacity, keys[i])
+        if b < 0:  # not touched since the flush was prepared: the merged value as is
+            for w in range(per):
+                words[s * stride + 1 + w] = recs[i, w]
+            continue
+        same = True
+        for w in range(per):
+            if base[b * stride + 1 + w] != recs[i, w]:
+                same = False
+        if same:  # the shared value is this worker's own: nothing to merge
+            continue
+        for w in range(per):
+            for j in range(width):
+                lw = (s * stride + 1 + w) * width + j
+                lb = (b * stride + 1 + w) * width + j
+                lr = (i * per + w) * width + j
+                lanes[lw] = rlanes[lr] + (lanes[lw] - blanes[lb])
+                blanes[lb] = rlanes[lr]
+
+
 class DeltaTracker:
     """The base records of the coordinates touched since the last flush."""
 
@@ -101,6 +133,26 @@ class DeltaTracker:
         got = _collect(cache.words, cache.stride, cache.capacity, self.base.words, keys, base,
                        cur)
         return keys[:got], base[:got], cur[:got]
+
+    def refresh(self, cache: StateTable, keys: np.ndarray, recs: np.ndarray,
+                dtype: type) -> None:
+        """Store the merged records ``recs`` a flush's reply brought for ``keys``, in a
+        cache that went on learning while the flush was in flight. A key touched since the
+        flush was prepared has its base here (the value the flush sent as current, captured
+        before the first later update): its cached value becomes merged + (cached - base),
+        its base the merged value, so the next flush adds exactly what was learned since.
+        A merged value equal to that base (no other worker wrote the key) changes nothing,
+        which keeps one worker bit-exact. Untouched keys take the merged value."""
+        if keys.size == 0:
+            return
+        cache.ensure_room(keys.size)
+        recs = np.ascontiguousarray(recs, dtype=np.uint64).reshape(keys.size, self.stride - 1)
+        width = 8 // np.dtype(dtype).itemsize
+        b = self.base
+        _refresh(cache.words, cache.words.view(dtype), cache.stride, cache.capacity,
+                 cache.meta, b.words, b.words.view(dtype), b.capacity,
+                 np.ascontiguousarray(keys, dtype=np.uint64), recs, recs.reshape(-1).view(dtype),
+                 width)
 
     def clear(self) -> None:
         if self.base.size:

@@ -25,6 +25,12 @@ default every batch), sends one script call per shard that applies the pending d
 reads the absent keys; the replies (merged values) refresh the cache. Each call carries a
 flush id ``<worker>:<sequence>``: a call retried after a lost reply finds its id recorded
 and is answered with the current values instead of being applied twice.
+
+A flush is three steps, so that the service can learn while one is on the wire:
+``prepare`` (under the learner's lock: collects the deltas, the base table starts afresh),
+``roundtrip`` (sockets only, in a worker thread), ``apply`` (under the lock: the merged
+values, plus whatever was learned on a key since ``prepare``; ``DeltaTracker.refresh``).
+One flush is in flight at a time; a failed one stays in flight and is resent unchanged.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -46,7 +53,7 @@ from . import fieldsync
 from .buckets import BucketLayout
 from .chunks import ChunkLayout
 from .cluster import CLUSTER_GROUPS, MAX_REDIRECTS, WAIT, ClusterMap, SlotGroup
-from .deltas import DeltaTracker, store_records
+from .deltas import DeltaTracker
 from .errors import FlushError, IdentityError, StateStoreError
 from .shard import TRANSIENT, Shard, is_noscript
 from .urls import check_model_name, parse_state_url
@@ -61,6 +68,17 @@ IDENTITY_KEYS = ("optimizer", "params", "field_l1", "field_l2", "extra", "featur
 def _script(layout_file: str) -> str:
     lua = resources.files(__package__).joinpath("lua")
     return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(layout_file).read_text()
+
+
+@dataclass
+class Flush:
+    """A prepared exchange: one script call per shard (payload, written keys and read keys
+    in reply order), the rows whose deltas it carries, the counters it sent."""
+
+    flush_id: str  # '' for a read-only exchange
+    calls: dict[int, tuple[bytes, np.ndarray, np.ndarray]]
+    rows: int
+    counters: np.ndarray | None
 
 
 class RedisState:
@@ -95,10 +113,11 @@ class RedisState:
         self.seq = 0
         self.rows_pending = 0
         self.flushes = 0
-        #: (flush id, rows pending, coordinates pending) of a flush that failed: retried
-        #: unchanged, it is sent with the same id, so a shard that applied it before the
-        #: failure (another shard failed, or the reply was lost) does not apply it twice
-        self.failed_flush: tuple[str, int, int] | None = None
+        #: the flush prepared and not yet applied here (sent, or failed): resent unchanged
+        #: with the same id until its replies are applied, so a shard that applied it
+        #: before a failure (another shard failed, or the reply was lost) does not apply
+        #: it twice; at most one at a time
+        self.in_flight: Flush | None = None
         self.model: Model | None = None
         self.layout: BucketLayout | ChunkLayout | None = None
         self.counter_base = np.zeros(0, dtype=np.float64)
@@ -247,17 +266,24 @@ class RedisState:
         self.rows_pending += batch.rows
 
     def sync(self, model: Model | None = None) -> None:
-        """Push every pending delta now (before snapshots, at shutdown)."""
-        if self.rows_pending or self.tracker.pending:
-            self._exchange(write=True, missing=np.empty(0, dtype=np.uint64), counters=True)
+        """Push every pending delta now (before snapshots, at shutdown): the flush in
+        flight first, if any, then what was learned since."""
+        if self.in_flight is None and not (self.rows_pending or self.tracker.pending):
+            return
+        self._exchange(write=True, missing=np.empty(0, dtype=np.uint64), counters=True)
+
+    @property
+    def rows_unflushed(self) -> int:
+        """Rows learned here whose deltas no shard has confirmed yet."""
+        return self.rows_pending + (self.in_flight.rows if self.in_flight else 0)
 
     @property
     def next_flush_id(self) -> str:
-        """The id the next flush that writes will carry (a failed flush's id while its deltas
-        are unchanged), for callers that record what a flush carries before sending it."""
-        again = self.failed_flush
-        if again is not None and again[1] == self.rows_pending:
-            return again[0]
+        """The id of the flush that will carry the deltas learned so far (the flush in
+        flight when nothing was learned since), for callers that record what a flush
+        carries before sending it."""
+        if self.in_flight is not None and not (self.rows_pending or self.tracker.pending):
+            return self.in_flight.flush_id
         return f"{self.worker}:{self.seq + 1}"
 
     def flush_applied(self, flush_id: str) -> bool:
@@ -274,25 +300,42 @@ class RedisState:
     # -- the flush call ---------------------------------------------------------------------
 
     def _exchange(self, write: bool, missing: np.ndarray, counters: bool) -> None:
+        """One synchronous exchange: a flush in flight is resent and applied first; then the
+        pending deltas (``write``), the reads of ``missing`` keys and the counters."""
+        if write and self.in_flight is not None:
+            self.apply(self.in_flight, self.roundtrip(self.in_flight))
+        flush = self.prepare(write=write, missing=missing, counters=counters)
+        if flush is not None:
+            self.apply(flush, self.roundtrip(flush))
+
+    def prepare(self, write: bool = True, missing: np.ndarray | None = None,
+                counters: bool = True) -> Flush | None:
+        """Build the script calls of a flush (under the learner's lock: it reads the cache).
+        A writing flush takes the pending deltas with it: the base table starts afresh, so
+        the cache may go on learning while the calls are in flight (``apply`` merges). The
+        flush in flight, if any, is returned instead, to be resent; None: nothing to send."""
         assert self.model is not None and self.layout is not None
+        if write and self.in_flight is not None:
+            return self.in_flight
+        if missing is None:
+            missing = np.empty(0, dtype=np.uint64)
+        if write and not (self.rows_pending or self.tracker.pending):
+            write = False
+            if not (missing.size or counters):
+                return None
         opt = self.model.optimizer
         if write:
             keys, base, cur = self.tracker.collect(opt.table)
-            again = self.failed_flush
-            if again is not None and again[1:] == (self.rows_pending, keys.size):
-                flush_id = again[0]
-            else:
-                self.seq += 1
-                flush_id = f"{self.worker}:{self.seq}"
+            self.seq += 1
+            flush_id = f"{self.worker}:{self.seq}"
         else:
             keys = np.empty(0, dtype=np.uint64)
             base = cur = np.empty((0, opt.stride - 1), dtype=np.uint64)
             flush_id = ""
         nc = self.ncounters
-        cb = self.counter_base.tobytes() if write else b""
-        cc = opt.counters[:nc].astype("<f8").tobytes() if counters else b""
-        if counters and not write:
-            cb = cc
+        now = opt.counters[:nc].copy()
+        cc = now.astype("<f8").tobytes() if counters else b""
+        cb = self.counter_base.astype("<f8").tobytes() if write else cc
         _, wshard = self.layout.route(keys)
         _, rshard = self.layout.route(missing)
         calls: dict[int, tuple[bytes, np.ndarray, np.ndarray]] = {}
@@ -309,26 +352,43 @@ class RedisState:
             payload, wo, ro = self.layout.encode(shard.sha or "", declared, head, keys[wsel],
                                                  base[wsel], cur[wsel], missing[rsel])
             calls[i] = (payload, keys[wsel][wo], missing[rsel][ro])
-        try:
-            replies = self._roundtrip({i: c[0] for i, c in calls.items()})
-        except Exception:
-            if write:
-                self.failed_flush = (flush_id, self.rows_pending, int(keys.size))
-            raise
-        for i, (_, wkeys, rkeys) in calls.items():
-            _status, merged_counters, body = replies[i]
-            n = wkeys.size + rkeys.size
-            recs = self.layout.decode(body, n)
-            store_records(opt.table, np.concatenate([wkeys, rkeys]), recs)
-            if merged_counters:
-                opt.counters[:nc] = np.frombuffer(merged_counters, dtype="<f8")
-        if counters:
-            self.counter_base = opt.counters[:nc].copy()
+        flush = Flush(flush_id, calls, self.rows_pending if write else 0,
+                      now if counters else None)
         if write:
             self.tracker.clear()
             self.rows_pending = 0
+            self.in_flight = flush
+        return flush
+
+    def roundtrip(self, flush: Flush) -> dict[int, Any]:
+        """Send a prepared flush and read its replies (no cache access: a worker thread may
+        run it while the cache learns). A failure leaves a writing flush in flight."""
+        return self._roundtrip({i: c[0] for i, c in flush.calls.items()})
+
+    def apply(self, flush: Flush, replies: dict[int, Any]) -> None:
+        """Store a flush's replies in the cache (under the learner's lock), merged with what
+        was learned since it was prepared (``DeltaTracker.refresh``)."""
+        assert self.model is not None and self.layout is not None
+        opt = self.model.optimizer
+        nc = self.ncounters
+        merged_counters = None
+        for i, (_, wkeys, rkeys) in flush.calls.items():
+            _status, got_counters, body = replies[i]
+            recs = self.layout.decode(body, wkeys.size + rkeys.size)
+            self.tracker.refresh(opt.table, np.concatenate([wkeys, rkeys]), recs,
+                                 opt.state_dtype)
+            if got_counters:
+                merged_counters = np.frombuffer(got_counters, dtype="<f8").copy()
+        if merged_counters is not None and flush.counters is not None:
+            # counters learned since the flush was prepared stay on top of the merged ones
+            # (the same rule as the coordinates: equal to what was sent, nothing changes)
+            sent = flush.counters
+            if not np.array_equal(merged_counters, sent):
+                opt.counters[:nc] = merged_counters + (opt.counters[:nc] - sent)
+            self.counter_base = merged_counters
+        if flush is self.in_flight:
+            self.in_flight = None
             self.flushes += 1
-            self.failed_flush = None
 
     def _roundtrip(self, payloads: dict[int, bytes]) -> dict[int, Any]:
         """Send every shard's call, then read the replies (the shards work in parallel;

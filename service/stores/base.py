@@ -3,17 +3,17 @@
 The learner service learns on an in-process ``Model`` (the hot path never leaves the
 process). A store decides where that model comes from and what happens after each learned
 batch: the memory store keeps the model alone in this process (snapshots to a file are its
-persistence); a shared store (``redis``) fetches a batch's unknown coordinates in
-``before_learn`` (which may refuse the batch: 503), pushes the additive deltas and refreshes
-the local coordinates in ``after_learn``/``flush_due``/``sync``. Every call is made under the
-service's learn lock, in learning order.
+persistence); a shared store (``redis``) may refuse a batch in ``before_learn`` (503),
+pushes the additive deltas and refreshes the local coordinates in flushes
+(``begin_flush``/``roundtrip``/``finish_flush``) and ``sync``. Every call but ``roundtrip``
+is made under the service's learn lock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ftrl_core.batch import Batch
 from ftrl_core.fields import FieldRegistry
@@ -70,8 +70,25 @@ class StateStore(Protocol):
         after ``sync`` under the learn lock, in a worker thread."""
         ...
 
-    def flush_due(self, model: Model) -> None:
-        """The background tick (every ``flush_interval`` s, under the learn lock)."""
+    # A flush in three steps, so that learning goes on while one is on the wire (the
+    # learner serialises flushes; see ``LearnerService.flush``):
+
+    def flush_wanted(self) -> bool:
+        """Whether deltas should be pushed now (after a learned batch, on the background
+        tick every ``flush_interval`` s, before learning while degraded)."""
+        ...
+
+    def begin_flush(self, model: Model) -> Any:
+        """Prepare a flush (under the learn lock); None: nothing to send."""
+        ...
+
+    def roundtrip(self, flush: Any) -> Any:
+        """Send it and read the replies (in a worker thread, without the lock); raises
+        ``StoreUnavailable`` (the flush is kept and resent later)."""
+        ...
+
+    def finish_flush(self, model: Model, flush: Any, replies: Any) -> None:
+        """Apply the replies to ``model`` (under the learn lock)."""
         ...
 
     def status(self) -> dict[str, object]:

@@ -36,7 +36,16 @@ class MemoryStore:
     def shared_copy(self, model: Model) -> Model | None:
         return None
 
-    def flush_due(self, model: Model) -> None:
+    def flush_wanted(self) -> bool:
+        return False  # nothing is shared: no flush is ever begun
+
+    def begin_flush(self, model: Model) -> None:
+        return None
+
+    def roundtrip(self, flush: object) -> None:
+        return None
+
+    def finish_flush(self, model: Model, flush: object, replies: object) -> None:
         pass
 
     def status(self) -> dict[str, object]:

@@ -3,17 +3,20 @@ state shared by workers through Redis shards or a cluster's slot groups
 (``ftrl_core.stores.RedisState`` does the work: worker-local cache, additive deltas, one
 script call per shard per flush).
 
-When this store flushes: after a learned batch once ``sync_every_events`` rows are pending
-(0: after every batch) or ``sync_every_ms`` passed since the last flush; the service's
-background task (``flush_due``) pushes deltas that would otherwise sit idle; ``sync``
-pushes everything (before snapshots, at shutdown).
+When this store flushes (``flush_wanted``): after a learned batch once ``sync_every_events``
+rows are pending (0: after every batch) or ``sync_every_ms`` passed since the last flush;
+the service's background task pushes deltas that would otherwise sit idle; ``sync`` pushes
+everything (before snapshots, at shutdown). The learner sends a flush from a worker thread
+while it goes on learning (``RedisState.prepare``/``roundtrip``/``apply``); the batches
+learned meanwhile go in the next flush, so under load flushes grow and grow fewer.
 
-A shard that is down: a failed flush keeps its deltas pending in ``RedisState`` (the batch
-was learned and is kept; it is pushed by a later flush) and marks the store degraded; while
-degraded, ``before_learn`` retries the flush (at most once a second) and refuses the batch
-(503 with Retry-After, nothing learned) while it fails. Predictions keep serving from the
-cache. A retried flush with unchanged deltas reuses the failed flush's id, so a shard that
-applied it before another shard failed does not apply it twice (``RedisState.failed_flush``).
+A shard that is down: a failed flush stays in flight in ``RedisState`` (its batches were
+learned and are kept) and marks the store degraded. While degraded, training requests are
+refused (503 with Retry-After, nothing learned) and the flush is retried at most once a
+second; resent unchanged, with its id, so a shard that applied it before another shard
+failed does not apply it twice. Predictions keep serving from the cache. The deltas held
+meanwhile are bounded by what was learned before the failure was seen: one flush in flight
+plus the batches learned while it was on the wire.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -33,6 +37,7 @@ from ftrl_core.stores import StateStoreError as CoreStoreError
 from ftrl_core.stores import open_state
 from ftrl_core.stores.bulk import _read_shard, snapshot
 from ftrl_core.stores.deltas import store_records
+from ftrl_core.stores.redis_state import Flush
 
 from .base import StateStoreError, StoreUnavailable
 
@@ -110,12 +115,8 @@ class RedisStore:
             raise StoreUnavailable(f"{self.url}: {exc}") from None
 
     def before_learn(self, model: Model, batch: Batch) -> None:
-        if self.error is not None:
-            # retried at most once a second: the retries block this worker's event loop
-            if time.monotonic() - self.failed_at >= RETRY_EVERY:
-                self._flush(model)
-            if self.error is not None:
-                raise StoreUnavailable(self.error)
+        if self.error is not None:  # the learner retried the flush just before, if due
+            raise StoreUnavailable(self.error)
         try:
             self.state.before_learn(model, batch)
         except CoreStoreError as exc:  # fetching the batch's keys: nothing learned yet
@@ -124,8 +125,6 @@ class RedisStore:
 
     def after_learn(self, model: Model, batch: Batch) -> None:
         self.state.after_learn(model, batch)
-        if self._due():
-            self._flush(model)
 
     def _due(self) -> bool:
         pending = self.state.rows_pending
@@ -137,20 +136,23 @@ class RedisStore:
             return (time.monotonic() - self.last_flush) * 1000.0 >= self.sync_every_ms
         return not self.sync_every_events  # the default: after every batch
 
-    def flush_due(self, model: Model) -> None:
-        """The background tick: push deltas older than ``sync_every_ms``."""
-        if self.state.rows_pending and (
-                time.monotonic() - self.last_flush) * 1000.0 >= self.sync_every_ms:
-            self._flush(model)
+    def flush_wanted(self) -> bool:
+        if self.error is not None and time.monotonic() - self.failed_at < RETRY_EVERY:
+            return False  # degraded: retried at most once a second
+        return self.state.in_flight is not None or self._due()
 
-    def _flush(self, model: Model) -> None:
-        """Push the pending deltas; a failure keeps them pending and marks the store
-        degraded (the caller decides whether that refuses a request)."""
+    def begin_flush(self, model: Model) -> Flush | None:
+        return self.state.prepare()
+
+    def roundtrip(self, flush: Flush) -> dict[int, Any]:
         try:
-            self.state.sync(model)
-        except CoreStoreError as exc:
+            return self.state.roundtrip(flush)
+        except CoreStoreError as exc:  # the flush stays in flight, resent later
             self._failed(exc)
-            return
+            raise StoreUnavailable(str(exc)) from None
+
+    def finish_flush(self, model: Model, flush: Flush, replies: dict[int, Any]) -> None:
+        self.state.apply(flush, replies)
         self.last_flush = time.monotonic()
         if self.error is not None:
             log.info("state store %s reachable again; pending deltas flushed", self.url)
@@ -191,7 +193,7 @@ class RedisStore:
         """What ``/readyz`` and ``/v1/model`` say about the store."""
         return {"url": self.url, "model_name": self.model_name,
                 "healthy": self.error is None, "error": self.error,
-                "rows_pending": self.state.rows_pending, "flushes": self.state.flushes,
+                "rows_pending": self.state.rows_unflushed, "flushes": self.state.flushes,
                 "flush_failures": self.flush_failures}
 
     def close(self) -> None:
@@ -200,5 +202,5 @@ class RedisStore:
                 self.state.sync(self.state.model)
             except CoreStoreError as exc:
                 log.error("final flush to %s failed, deltas of %d rows lost: %s", self.url,
-                          self.state.rows_pending, exc)
+                          self.state.rows_unflushed, exc)
         self.state.close()
