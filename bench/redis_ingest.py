@@ -102,6 +102,8 @@ def main() -> None:
                     help="--sync-every-ms values of the Redis runs (0: every batch)")
     ap.add_argument("--hash-bits", type=int, default=24)
     ap.add_argument("--runs", default="memory,exact,hashed")
+    ap.add_argument("--buckets", type=int, default=0,
+                    help="--buckets of the exact layout (0: the store's default)")
     a = ap.parse_args()
     runs = [r.strip() for r in a.runs.split(",") if r.strip()]
     with tempfile.TemporaryDirectory() as tmp_:
@@ -133,7 +135,8 @@ def main() -> None:
         for layout in ("exact", "hashed"):
             if layout not in runs:
                 continue
-            extra = ["--hash-bits", str(a.hash_bits)] if layout == "hashed" else []
+            extra = ["--hash-bits", str(a.hash_bits)] if layout == "hashed" else \
+                (["--buckets", str(a.buckets)] if a.buckets else [])
             for ms in [float(x) for x in a.sync_ms.split(",")]:
                 shards = [RedisProc(tmp / f"r{i}-{layout}-{ms}") for i in range(2)]
                 state = ",".join(s.url for s in shards)
