@@ -50,6 +50,18 @@ class ModelCollector(Collector):
             yield CounterMetricFamily(name, doc, value=value)
         yield GaugeMetricFamily("ctr_ready", "1 once the model is loaded and the kernels "
                                 "compiled", value=float(svc.ready))
+        store = svc.store.status()
+        yield GaugeMetricFamily("ctr_store_healthy", "1 while the state store is reachable "
+                                "(0: degraded, training refused, predictions from the cache)",
+                                value=float(bool(store.get("healthy"))))
+        if "rows_pending" in store:  # a shared store
+            yield GaugeMetricFamily("ctr_store_rows_unflushed", "Rows learned here whose "
+                                    "deltas the store has not confirmed",
+                                    value=float(store["rows_pending"]))
+            yield CounterMetricFamily("ctr_store_flushes", "Flushes applied",
+                                      value=float(store["flushes"]))
+            yield CounterMetricFamily("ctr_store_flush_failures", "Flushes that failed "
+                                      "(kept and resent)", value=float(store["flush_failures"]))
         model = svc._model
         if model is None:
             return

@@ -177,6 +177,10 @@ async def test_shard_down_refuses_training_and_keeps_predicting(
         assert r.status_code == 200 and r.json()["p"] == before
         ready = (await client.get("/readyz")).json()
         assert ready["store"]["healthy"] is False
+        assert ready["store"]["rows_pending"] == 150  # the batch learned, not confirmed
+        metrics = (await client.get("/metrics")).text
+        assert "ctr_store_healthy 0.0" in metrics
+        assert "ctr_store_rows_unflushed 150.0" in metrics
 
 
 def restart(server: RedisServer) -> RedisServer:

@@ -84,7 +84,7 @@ def seed(state: RedisState, model: Model, replace: bool = False) -> int:
     for node in list(pending):
         _drain(node, pending)
     counters = counters[:state.ncounters].astype("<f8")
-    state._call(0, "hset", state.prefix + "t", mapping={
+    state.call(0, "hset", state.prefix + "t", mapping={
         str(i + 1): counters[i:i + 1].tobytes() for i in range(counters.size)})
     state.counter_base = counters.astype(np.float64)
     return int(keys.size)
@@ -108,7 +108,7 @@ def snapshot(state: RedisState) -> Model:
     layout = state.layout
     assert layout is not None
     for shard in state.shards:
-        state._call(shard.index, "set", shard.prefix + "pause", "1", px=PAUSE_MS)
+        state.call(shard.index, "set", shard.prefix + "pause", "1", px=PAUSE_MS)
     try:
         parts_k: list[np.ndarray] = []
         parts_r: list[np.ndarray] = []
@@ -116,10 +116,10 @@ def snapshot(state: RedisState) -> Model:
             for keys, recs in _read_shard(state, shard.index, layout):
                 parts_k.append(keys)
                 parts_r.append(recs)
-        raw: dict[Any, Any] = state._call(0, "hgetall", state.prefix + "t")
+        raw: dict[Any, Any] = state.call(0, "hgetall", state.prefix + "t")
     finally:
         for shard in state.shards:
-            state._call(shard.index, "delete", shard.prefix + "pause")
+            state.call(shard.index, "delete", shard.prefix + "pause")
     opt = model.optimizer
     width = opt.stride - 1
     keys = np.concatenate(parts_k) if parts_k else np.empty(0, dtype=np.uint64)

@@ -54,7 +54,7 @@ def claim(state: RedisState, names: list[str], known: int) -> list[str]:
     return the shared names from position ``known`` on."""
     prefix = state.prefix
     try:
-        reply = state._call(0, "eval", CLAIM, 2, prefix + "fields", prefix + "field-ids",
+        reply = state.call(0, "eval", CLAIM, 2, prefix + "fields", prefix + "field-ids",
                             known, MAX_FIELDS, *names)
     except ResponseError as exc:
         if str(exc).startswith("TOOMANY"):

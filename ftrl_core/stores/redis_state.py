@@ -38,24 +38,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import numpy as np
-from redis.exceptions import AskError, MovedError
 
 from ..batch import Batch
 from ..fields import FieldRegistry
 from ..model import Model
-from . import fieldsync
+from . import fieldsync, transport
 from .buckets import BucketLayout
 from .chunks import ChunkLayout
-from .cluster import CLUSTER_GROUPS, MAX_REDIRECTS, WAIT, ClusterMap, SlotGroup
+from .cluster import CLUSTER_GROUPS, ClusterMap, SlotGroup
 from .deltas import DeltaTracker
-from .errors import FlushError, IdentityError, StateStoreError
-from .shard import TRANSIENT, Shard, is_noscript
+from .errors import IdentityError, StateStoreError
+from .shard import Shard
 from .urls import check_model_name, parse_state_url
 
 log = logging.getLogger(__name__)
@@ -149,7 +147,7 @@ class RedisState:
         return [SlotGroup(self.cluster, self.name, g) for g in range(n)]
 
     def stored_config(self) -> dict[str, Any] | None:
-        raw = self._call(0, "get", self.prefix + "config")
+        raw = self.call(0, "get", self.prefix + "config")
         stored = None if raw is None else dict(json.loads(raw))
         if self.cluster is not None:  # a stored model keeps its slot groups, a new one gets
             n = int(stored["shards"]) if stored is not None else self.groups
@@ -170,7 +168,7 @@ class RedisState:
         layout = self._make_layout(model, int(buckets))
         for shard in self.shards:
             mine = self._record(model, layout, shard.index)
-            old = self._call(shard.index, "set", shard.prefix + "config", mine, nx=True,
+            old = self.call(shard.index, "set", shard.prefix + "config", mine, nx=True,
                              get=True)
             if old is not None:
                 self._check(json.loads(old), json.loads(mine), shard)
@@ -178,7 +176,7 @@ class RedisState:
         self.model, self.layout = model, layout
         script = _script(layout.script)
         for shard in self.shards:
-            self._retry(shard, lambda s: s.load_script(script))
+            transport.retry(self, shard, lambda s: s.load_script(script))
         self.tracker = DeltaTracker(model.optimizer.stride)
         self.ncounters = len(model.optimizer.counter_names)
         self._exchange(write=False, missing=np.empty(0, dtype=np.uint64), counters=True)
@@ -289,7 +287,7 @@ class RedisState:
     def flush_applied(self, flush_id: str) -> bool:
         """Whether the flush ``flush_id`` reached shard 0 (every flush that writes calls
         shard 0, which holds the step counters); recorded for ``flush_ttl`` seconds."""
-        return bool(self._call(0, "exists", f"{self.prefix}f:{flush_id}"))
+        return bool(self.call(0, "exists", f"{self.prefix}f:{flush_id}"))
 
     def close(self) -> None:
         for shard in self.shards:
@@ -363,7 +361,7 @@ class RedisState:
     def roundtrip(self, flush: Flush) -> dict[int, Any]:
         """Send a prepared flush and read its replies (no cache access: a worker thread may
         run it while the cache learns). A failure leaves a writing flush in flight."""
-        return self._roundtrip({i: c[0] for i, c in flush.calls.items()})
+        return transport.roundtrip(self, {i: c[0] for i, c in flush.calls.items()})
 
     def apply(self, flush: Flush, replies: dict[int, Any]) -> None:
         """Store a flush's replies in the cache (under the learner's lock), merged with what
@@ -390,89 +388,11 @@ class RedisState:
             self.in_flight = None
             self.flushes += 1
 
-    def _roundtrip(self, payloads: dict[int, bytes]) -> dict[int, Any]:
-        """Send every shard's call, then read the replies (the shards work in parallel;
-        slot groups on one master are pipelined on its connection). A call whose reply is
-        lost is resent as is (its flush id makes that safe); one a cluster redirects (MOVED,
-        ASK) is resent where the reply says; one refused while a snapshot pauses flushes or
-        a slot migrates (TRYAGAIN) is resent after a wait, until ``pause_timeout``."""
-        replies: dict[int, Any] = {}
-        todo = dict(payloads)
-        attempts = rounds = 0
-        deadline = time.monotonic() + self.pause_timeout
-        while todo:
-            sent = []
-            failed = waiting = False
-            for i, payload in todo.items():
-                try:
-                    self.shards[i].send(payload)
-                    sent.append(i)
-                except TRANSIENT as exc:
-                    self._failed(i, exc, attempts)
-                    failed = True
-            for i in sent:
-                shard = self.shards[i]
-                try:
-                    reply = shard.read()
-                except TRANSIENT as exc:
-                    self._failed(i, exc, attempts)
-                    failed = True
-                    continue
-                except AskError as exc:  # MovedError too (a subclass): resent at once
-                    if not isinstance(shard, SlotGroup):
-                        raise FlushError(f"shard {shard.url}: {exc} (a cluster node: use "
-                                         "--state redis+cluster://)") from exc
-                    self.redirects["moved" if isinstance(exc, MovedError) else "ask"] += 1
-                    shard.redirected(exc)
-                    continue
-                except WAIT:
-                    self.redirects["wait"] += 1
-                    waiting = True
-                    continue
-                except Exception as exc:
-                    if is_noscript(exc):  # a restarted shard lost its scripts
-                        self._retry(shard, lambda s: s.load_script(
-                            _script(self.layout.script)))  # type: ignore[union-attr]
-                        continue
-                    for j in sent:  # replies left unread would answer the next calls
-                        self.shards[j].reset()
-                    raise FlushError(f"shard {shard.url}: {exc}") from exc
-                if reply[0] == b"paused":
-                    waiting = True
-                    continue
-                replies[i] = reply
-                del todo[i]
-            rounds += 1
-            attempts += failed
-            if todo:
-                if attempts > self.retries or time.monotonic() > deadline:
-                    raise FlushError(f"flush not applied on shard(s) "
-                                     f"{', '.join(self.shards[i].url for i in todo)} after "
-                                     f"{rounds} attempts; its deltas stay pending")
-                if failed or waiting or rounds > MAX_REDIRECTS:  # redirects: resent at once
-                    time.sleep(min(0.05 * max(attempts, 1), 1.0))
-        return replies
+    def script(self) -> str:
+        """The flush script of this store's layout (loaded again by a restarted shard)."""
+        assert self.layout is not None
+        return _script(self.layout.script)
 
-    def _failed(self, i: int, exc: BaseException, attempts: int) -> None:
-        log.warning("shard %s: %s (attempt %d); retrying", self.shards[i].url, exc, attempts + 1)
-        self.shards[i].reset()
-
-    def _retry(self, shard: Shard | SlotGroup, fn: Any) -> Any:
-        attempt = 0
-        deadline = time.monotonic() + self.pause_timeout
-        while True:
-            try:
-                return fn(shard)
-            except TRANSIENT as exc:
-                if attempt == self.retries:
-                    raise StateStoreError(f"shard {shard.url} unreachable: {exc}") from exc
-                shard.reset()
-                attempt += 1
-                time.sleep(min(0.05 * attempt, 1.0))
-            except WAIT as exc:  # a slot being migrated, or not served for now
-                if time.monotonic() > deadline:
-                    raise StateStoreError(f"shard {shard.url}: {exc}") from exc
-                time.sleep(0.05)
-
-    def _call(self, i: int, method: str, *args: Any, **kw: Any) -> Any:
-        return self._retry(self.shards[i], lambda s: s.call(method, *args, **kw))
+    def call(self, i: int, method: str, *args: Any, **kw: Any) -> Any:
+        """An ordinary command on shard (or slot group) ``i``, retried while transient."""
+        return transport.call(self, i, method, *args, **kw)
