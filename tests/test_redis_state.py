@@ -47,6 +47,42 @@ def url(shards: list[RedisServer]) -> str:
     return ",".join(s.url for s in shards)
 
 
+def test_tls_shard(criteo_file: Path, tmp_path: Path) -> None:
+    """``rediss://``: a shard that speaks TLS only (a self-signed certificate the client
+    verifies with ``ssl_ca_certs``) holds the state as a plain one does."""
+    import shutil
+    import subprocess
+
+    from redis_servers import free_port, start_redis
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl binary to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True)
+    port = free_port()
+    server = start_redis(tmp_path / "tls", "--tls-port", str(port), "--tls-cert-file",
+                         str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
+                         str(cert), "--tls-auth-clients", "no")
+    try:
+        p_mem = learn(build(), criteo_file, None)
+        store = RedisState(f"rediss://127.0.0.1:{port}?ssl_ca_certs={cert}", "tls")
+        p_tls = learn(store.attach(build()), criteo_file, store)
+        np.testing.assert_allclose(p_tls, p_mem, rtol=0, atol=1e-12)
+        assert store.flushes == 4
+        store.close()
+        # the plain port of the same server sees the state the TLS client wrote
+        assert server.client().exists("ctr:tls:config") == 1
+        with pytest.raises(Exception, match=r"(?i)certificate verify failed"):
+            bad = RedisState(f"rediss://127.0.0.1:{port}", "tls", retries=0)
+            bad.attach(build())
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_exact_keys_match_memory(name: str, criteo_file: Path,
                                  redis_shards: list[RedisServer]) -> None:
