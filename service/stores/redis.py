@@ -137,8 +137,9 @@ class RedisStore:
         return not self.sync_every_events  # the default: after every batch
 
     def flush_wanted(self) -> bool:
-        if self.error is not None and time.monotonic() - self.failed_at < RETRY_EVERY:
-            return False  # degraded: retried at most once a second
+        if self.error is not None:  # degraded: a probe (the kept flush, or a read of the
+            # counters) at most once a second; its success makes the store healthy again
+            return time.monotonic() - self.failed_at >= RETRY_EVERY
         return self.state.in_flight is not None or self._due()
 
     def begin_flush(self, model: Model) -> Flush | None:
