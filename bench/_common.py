@@ -61,3 +61,40 @@ def run_vw(shared: Path, data: str, alpha: float = 0.2, l1: float = 1.0,
         raise SystemExit(f"unexpected vw_ftrl.sh output: {res.stdout!r} {res.stderr!r}")
     return {"rows": int(m.group(1)), "wall_seconds": float(m.group(2)),
             "rows_per_second": float(m.group(3)), "logloss": float(m.group(4))}
+
+
+def count_lines(path: Path, stop_after: int) -> int:
+    """Lines in ``path`` (stops counting past ``stop_after``)."""
+    n = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            n += chunk.count(b"\n")
+            if n > stop_after:
+                break
+    return n
+
+
+def head(path: Path, rows: int, out: Path) -> Path:
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        for i, line in enumerate(src):
+            if i >= rows:
+                break
+            dst.write(line)
+    return out
+
+
+def first_rows(data: Path, rows: int, tmp: Path) -> tuple[list[str], Path]:
+    """(``--limit`` flags for `ctr replay`, a file of the same rows for `ctr train`): the
+    first ``rows`` rows of ``data``, or all of it when it is shorter."""
+    if count_lines(data, rows) > rows:
+        return ["--limit", str(rows)], head(data, rows, tmp / f"head{data.suffix}")
+    return [], data
+
+
+def replay_json(url: str, data: Path, out: Path, *flags: str) -> dict[str, Any]:
+    """`ctr replay DATA --url URL` as a subprocess; its metrics (``--metrics-json``)."""
+    res = subprocess.run(ctr("replay", str(data), "--url", url, "--quiet", "--metrics-json",
+                             str(out), *flags), capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(f"ctr replay failed:\n{res.stderr}")
+    return dict(json.loads(out.read_text()))

@@ -26,22 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _common import ctr
+from _common import ctr, first_rows, replay_json
 from _server import Server, cpu_seconds
-from ingest import count_lines, head
 from redis_servers import RedisServer, start_cluster, start_redis
 
 from ftrl_core.model import Model
 
 LEARNER = ("--alpha", "0.2")
-
-
-def replay(url: str, data: Path, out: Path, *flags: str) -> dict:
-    res = subprocess.run(ctr("replay", str(data), "--url", url, "--quiet", "--metrics-json",
-                             str(out), *flags), capture_output=True, text=True)
-    if res.returncode:
-        raise SystemExit(f"ctr replay failed:\n{res.stderr}")
-    return dict(json.loads(out.read_text()))
 
 
 def stored_model(state: str, tmp: Path) -> Model:
@@ -59,7 +50,7 @@ def run(name: str, state: str, servers: list[RedisServer], a: argparse.Namespace
     sync = ["--sync-every-ms", str(a.sync_ms)] if a.sync_ms > 0 else []
     cpu0 = sum(cpu_seconds(s.proc.pid) for s in servers)
     with Server(*LEARNER, "--workers", str(a.workers), "--state", state, *sync) as server:
-        m = replay(server.url, a.data, tmp / "m.json", *flags, *limit)
+        m = replay_json(server.url, a.data, tmp / "m.json", *flags, *limit)
     redis_cpu = sum(cpu_seconds(s.proc.pid) for s in servers) - cpu0
     stored = stored_model(state, tmp)
     keys = [int(s.client().dbsize()) for s in servers]
@@ -91,11 +82,7 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        limit: list[str] = []
-        same_rows = a.data
-        if count_lines(a.data, a.rows) > a.rows:
-            limit = ["--limit", str(a.rows)]
-            same_rows = head(a.data, a.rows, tmp / f"head{a.data.suffix}")
+        limit, same_rows = first_rows(a.data, a.rows, tmp)
         res = subprocess.run(ctr("train", str(same_rows), *LEARNER, "--quiet",
                                  "--metrics-json", str(tmp / "train.json")),
                              capture_output=True, text=True)

@@ -22,30 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ctr
+from _common import ctr, first_rows, replay_json
 from _server import Server
 
 LEARNER = ("--alpha", "0.2")
-
-
-def count_lines(path: Path, stop_after: int) -> int:
-    """Lines in ``path`` (stops counting past ``stop_after``)."""
-    n = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 24):
-            n += chunk.count(b"\n")
-            if n > stop_after:
-                break
-    return n
-
-
-def head(path: Path, rows: int, out: Path) -> Path:
-    with open(path, "rb") as src, open(out, "wb") as dst:
-        for i, line in enumerate(src):
-            if i >= rows:
-                break
-            dst.write(line)
-    return out
 
 
 def children_cpu() -> float:
@@ -55,11 +35,7 @@ def children_cpu() -> float:
 
 def replay(url: str, data: Path, out: Path, *flags: str) -> tuple[dict, float]:
     before = children_cpu()
-    res = subprocess.run(ctr("replay", str(data), "--url", url, "--quiet", "--metrics-json",
-                             str(out), *flags), capture_output=True, text=True)
-    if res.returncode:
-        raise SystemExit(f"ctr replay failed:\n{res.stderr}")
-    return json.loads(out.read_text()), children_cpu() - before
+    return replay_json(url, data, out, *flags), children_cpu() - before
 
 
 def main() -> None:
@@ -72,11 +48,7 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        limit: list[str] = []
-        same_rows = a.data
-        if count_lines(a.data, a.rows) > a.rows:
-            limit = ["--limit", str(a.rows)]
-            same_rows = head(a.data, a.rows, tmp / f"head{a.data.suffix}")
+        limit, same_rows = first_rows(a.data, a.rows, tmp)
         size = ["--batch-size", str(a.batch_size)]
 
         with Server(*LEARNER) as server:

@@ -23,56 +23,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import redis
-from _common import ctr
-from _server import Server, free_port
-from ingest import count_lines, head
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from _common import ctr, first_rows, replay_json
+from _server import Server
+from redis_servers import RedisServer, start_redis
 
 LEARNER = ("--alpha", "0.2")
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
-class RedisProc:
-    """A throwaway redis-server on a free loopback port (no RDB, no AOF)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
-        self.url = f"redis://127.0.0.1:{self.port}"
-        self.client = redis.Redis(port=self.port)
-        for _ in range(200):
-            try:
-                self.client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.025)
-        self.empty = self.used_memory()
-
-    def used_memory(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
-
-    def stop(self) -> None:
-        self.client.close()
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
-def replay(url: str, data: Path, out: Path, *flags: str) -> dict:
-    res = subprocess.run(ctr("replay", str(data), "--url", url, "--quiet", "--metrics-json",
-                             str(out), *flags), capture_output=True, text=True)
-    if res.returncode:
-        raise SystemExit(f"ctr replay failed:\n{res.stderr}")
-    return dict(json.loads(out.read_text()))
+def used_memory(server: RedisServer) -> int:
+    return int(server.client().info("memory")["used_memory"])
 
 
 def stored_coordinates(state: str) -> int:
@@ -108,11 +74,7 @@ def main() -> None:
     runs = [r.strip() for r in a.runs.split(",") if r.strip()]
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        limit: list[str] = []
-        same_rows = a.data
-        if count_lines(a.data, a.rows) > a.rows:
-            limit = ["--limit", str(a.rows)]
-            same_rows = head(a.data, a.rows, tmp / f"head{a.data.suffix}")
+        limit, same_rows = first_rows(a.data, a.rows, tmp)
         size = ["--batch-size", str(a.batch_size), "--concurrency", str(a.concurrency)]
         reference: dict[str, float] = {}
         for hashed in (False, True):
@@ -129,7 +91,7 @@ def main() -> None:
 
         if "memory" in runs:
             with Server(*LEARNER) as server:
-                m = replay(server.url, a.data, tmp / "m.json", *size, *limit)
+                m = replay_json(server.url, a.data, tmp / "m.json", *size, *limit)
             print(f"memory store, 1 worker: {m['events_per_second']:,.0f} events/s, logloss "
                   f"{m['logloss']:.6f} ({m['logloss'] - reference['exact']:+.6f} vs ctr train)")
         for layout in ("exact", "hashed"):
@@ -138,14 +100,15 @@ def main() -> None:
             extra = ["--hash-bits", str(a.hash_bits)] if layout == "hashed" else \
                 (["--buckets", str(a.buckets)] if a.buckets else [])
             for ms in [float(x) for x in a.sync_ms.split(",")]:
-                shards = [RedisProc(tmp / f"r{i}-{layout}-{ms}") for i in range(2)]
+                shards = [start_redis(tmp / f"r{i}-{layout}-{ms}") for i in range(2)]
+                empty = [used_memory(s) for s in shards]
                 state = ",".join(s.url for s in shards)
                 sync = ["--sync-every-ms", str(ms)] if ms > 0 else []
                 try:
                     with Server(*LEARNER, *extra, "--workers", str(a.workers), "--state",
                                 state, *sync) as server:
-                        m = replay(server.url, a.data, tmp / "m.json", *size, *limit)
-                    used = sum(s.used_memory() - s.empty for s in shards)
+                        m = replay_json(server.url, a.data, tmp / "m.json", *size, *limit)
+                    used = sum(used_memory(s) - e for s, e in zip(shards, empty, strict=True))
                     coords = stored_coordinates(state)
                 finally:
                     for s in shards:

@@ -35,8 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _common import ctr
-from ingest import count_lines, head
+from _common import count_lines, ctr, head
 from redis_servers import RedisServer, start_redis
 
 from ftrl_core.readers.eventsource import open_event_reader
