@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .errors import StateStoreError
 
@@ -43,19 +43,22 @@ def parse_state_url(url: str) -> StateURL:
         return StateURL("memory", ())
     if schemes <= set(REDIS_SCHEMES):
         for p in parts:
-            u = urlsplit(p)
-            if not u.hostname:
-                raise StateStoreError(f"--state {url}: {p!r} has no host")
-            try:
-                u.port  # noqa: B018 - validates the port
-            except ValueError:
-                raise StateStoreError(f"--state {url}: {p!r} has a bad port") from None
+            _check_host_port(url, p, urlsplit(p))
         if len(set(parts)) != len(parts):
             raise StateStoreError(f"--state {url}: a shard is listed twice")
         return StateURL("redis", tuple(parts))
     raise StateStoreError(f"--state {url}: unknown scheme(s) {', '.join(sorted(schemes))} "
                           "(supported: memory://, redis://, rediss://, redis+cluster://; a "
                           "comma-separated list of redis:// URLs makes shards)")
+
+
+def _check_host_port(url: str, part: str, u: SplitResult) -> None:
+    if not u.hostname:
+        raise StateStoreError(f"--state {url}: {part!r} has no host")
+    try:
+        u.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise StateStoreError(f"--state {url}: {part!r} has a bad port") from None
 
 
 def _parse_cluster(url: str, parts: list[str]) -> StateURL:
@@ -69,12 +72,7 @@ def _parse_cluster(url: str, parts: list[str]) -> StateURL:
                 f"--state {url}: {p!r} mixes {other}:// with redis+cluster://; give a cluster "
                 "by its nodes (redis+cluster://h1:p1,h2:p2) or standalone shards by redis:// "
                 "URLs, not both")
-        if not u.hostname:
-            raise StateStoreError(f"--state {url}: {p!r} has no host")
-        try:
-            u.port  # noqa: B018 - validates the port
-        except ValueError:
-            raise StateStoreError(f"--state {url}: {p!r} has a bad port") from None
+        _check_host_port(url, p, u)
         if u.path.strip("/") not in ("", "0"):
             raise StateStoreError(f"--state {url}: {p!r} names database {u.path.strip('/')}; "
                                   "a Redis Cluster has database 0 only")
