@@ -5,6 +5,7 @@ state; a shard that is down refuses training (503) while predictions keep servin
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +273,12 @@ def test_ctr_serve_two_workers(redis_shards: list[RedisServer], tmp_path: Path) 
                      "--batch-size", "200", "--quiet", "--metrics-json",
                      str(tmp_path / "replay.json")]) == 0
         with httpx.Client(base_url=server.url, timeout=30) as c:  # one connection: one worker
+            # that worker may still be loading its kernels (the server was ready when one
+            # worker was): retried after Retry-After, as a client does
+            deadline = time.monotonic() + 300
+            while (r := c.get("/readyz")).status_code == 503:
+                assert time.monotonic() < deadline, r.text
+                time.sleep(float(r.headers.get("retry-after", "1")) / 4)
             for _ in range(3):
                 r = c.post("/v1/train", json={"events": some_events(1, seed=1)})
                 assert r.status_code == 200, r.text
