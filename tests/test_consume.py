@@ -103,7 +103,8 @@ def test_one_consumer_learns_what_ctr_train_learns(source: RedisServer, tmp_path
     state = ",".join(s.url for s in redis_shards)
     out = tmp_path / "consume.json"
     # no claiming here (one consumer): a claim timeout longer than a slow machine's batch
-    # (once, under a loaded CI run with 300 ms, the step counter ended a batch high)
+    # (under a loaded CI run with 300 ms, the consumer claimed back 200 entries of its own
+    # window, skipped them as held, and counted them as read: read 1,700, learned 1,500)
     assert run(source, state, "--alpha", "0.2", "--batch-size", "200",
                "--sync-every-events", "450", "--claim-idle-ms", "10000", metrics=out) == 0
     data = write_jsonl(tmp_path / "events.jsonl", items)
