@@ -195,12 +195,12 @@ class StreamConsumer:
     async def _handle(self, raw: list[RawEntry]) -> None:
         if self.first_entry is None:
             self.first_entry = time.perf_counter()
-        self.counts.read += len(raw)
         entries: list[Entry] = []
         gone: list[bytes] = []
         for entry_id, fields in raw:
-            if entry_id in self.window.held:  # ours, learned, waiting for its flush
-                continue
+            if entry_id in self.window.held:  # ours, learned, waiting for its flush (claimed
+                continue  # back by our own XAUTOCLAIM on a slow machine): not read again
+            self.counts.read += 1
             if not fields:  # pending, but its data was trimmed from the stream
                 gone.append(entry_id)
                 continue
