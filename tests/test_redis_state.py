@@ -182,17 +182,21 @@ def test_learning_while_a_flush_is_in_flight_stays_exact(
     store.close()
 
 
+@pytest.mark.parametrize("name", ["ftrl", "rda", "fobos"])
 def test_flush_merged_under_a_worker_that_went_on_learning(
-        criteo_file: Path, redis_shards: list[RedisServer]) -> None:
+        name: str, criteo_file: Path, redis_shards: list[RedisServer]) -> None:
     """Worker A prepares a flush, worker B flushes over the same keys, A learns on and only
-    then applies its reply: nothing either learned is lost or counted twice. FTRL's (z, n)
-    are sums of per-step increments, so the shared state must be the sum of every learning
-    step's increments, whichever worker made it, and A's cache must end equal to it."""
-    a_state = RedisState(url(redis_shards), "merge", sync_every_events=1 << 62)
-    b_state = RedisState(url(redis_shards), "merge", sync_every_events=1 << 62)
-    a = a_state.attach(build())
-    b = b_state.attach(build())
-    data = batches(build(), criteo_file, 4)
+    then applies its reply: nothing either learned is lost or counted twice. The shared
+    state is additive (FTRL's z, n; RDA's G; FOBOS's w, n and clock stamp move by deltas),
+    so it must be the sum of every learning step's increments, whichever worker made it,
+    and A's cache must end equal to it. (One, two and three columns: the merge script has a
+    path for each.)"""
+    a_state = RedisState(url(redis_shards), f"merge-{name}", sync_every_events=1 << 62)
+    b_state = RedisState(url(redis_shards), f"merge-{name}", sync_every_events=1 << 62)
+    a = a_state.attach(build(name))
+    b = b_state.attach(build(name))
+    cols = a.optimizer.state_names
+    data = batches(build(name), criteo_file, 4)
     total: dict[int, np.ndarray] = {}
 
     def step(model: Model, state: RedisState, batch) -> None:  # type: ignore[no-untyped-def]
@@ -203,8 +207,7 @@ def test_flush_merged_under_a_worker_that_went_on_learning(
         state.after_learn(model, batch)
         after = model.optimizer.state_of(keys)
         for j, k in enumerate(keys.tolist()):
-            inc = np.array([after["z"][j] - before["z"][j], after["n"][j] - before["n"][j]],
-                           dtype=np.float64)
+            inc = np.array([after[c][j] - before[c][j] for c in cols], dtype=np.float64)
             total[k] = total.get(k, 0.0) + inc
 
     step(a, a_state, data[0])
@@ -220,12 +223,11 @@ def test_flush_merged_under_a_worker_that_went_on_learning(
     keys = np.array(sorted(total), dtype=np.uint64)
     got = shared.optimizer.state_of(keys)
     want = np.array([total[k] for k in keys.tolist()])
-    np.testing.assert_allclose(got["z"], want[:, 0], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(got["n"], want[:, 1], rtol=1e-5, atol=1e-6)
     mine = a.optimizer.state_of(keys)
     touched = a.optimizer.table.lookup(keys) >= 0
-    np.testing.assert_array_equal(mine["z"][touched], got["z"][touched])
-    np.testing.assert_array_equal(mine["n"][touched], got["n"][touched])
+    for i, c in enumerate(cols):
+        np.testing.assert_allclose(got[c], want[:, i], rtol=1e-5, atol=1e-5, err_msg=c)
+        np.testing.assert_array_equal(mine[c][touched], got[c][touched], err_msg=c)
     assert shared.rows == sum(batch.rows for batch in data)
     a_state.close()
     b_state.close()

@@ -10,14 +10,32 @@ local ncols = tonumber(ARGV[8])
 local zero = string.rep('\0', width)
 local out = {}
 
-local function add(old, b, c)
-  local o = {struct.unpack(fmt, old)}
-  local bb = {struct.unpack(fmt, b)}
-  local cc = {struct.unpack(fmt, c)}
-  for i = 1, ncols do
-    o[i] = o[i] + (cc[i] - bb[i])
+-- old + (c - b) column by column, in double precision, packed back to the record's type;
+-- the one- and two-column records (RDA, FTRL) without tables: it runs for every coordinate
+-- another worker also wrote since this one read it
+local add
+if ncols == 1 then
+  add = function(old, b, c)
+    return struct.pack(fmt, struct.unpack(fmt, old) + (struct.unpack(fmt, c)
+      - struct.unpack(fmt, b)))
   end
-  return struct.pack(fmt, unpack(o, 1, ncols))
+elseif ncols == 2 then
+  add = function(old, b, c)
+    local o1, o2 = struct.unpack(fmt, old)
+    local b1, b2 = struct.unpack(fmt, b)
+    local c1, c2 = struct.unpack(fmt, c)
+    return struct.pack(fmt, o1 + (c1 - b1), o2 + (c2 - b2))
+  end
+else
+  add = function(old, b, c)
+    local o = {struct.unpack(fmt, old)}
+    local bb = {struct.unpack(fmt, b)}
+    local cc = {struct.unpack(fmt, c)}
+    for i = 1, ncols do
+      o[i] = o[i] + (cc[i] - bb[i])
+    end
+    return struct.pack(fmt, unpack(o, 1, ncols))
+  end
 end
 
 -- locals: a global lookup per call is a measurable share of a per-coordinate loop
