@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 from redis_servers import RedisCluster, RedisServer
-from test_redis_state import build, learn
+from test_redis_state import build, check_seed_round_trip, learn
 
 from ftrl_core.model import Model
 from ftrl_core.optimizers import OPTIMIZERS
 from ftrl_core.readers import open_reader
-from ftrl_core.stores import IdentityError, RedisState, StateStoreError, seed, snapshot
+from ftrl_core.stores import IdentityError, RedisState, StateStoreError, snapshot
 from ftrl_core.stores.cluster import CLUSTER_GROUPS
 from ftrl_core.stores.urls import parse_state_url
 
@@ -208,21 +208,7 @@ def test_slot_migrating_during_a_flush_follows_ask(criteo_file: Path,
 @pytest.mark.parametrize("hash_bits", [0, 18])
 def test_load_state_and_snapshot_round_trip(hash_bits: int, criteo_file: Path,
                                             redis_cluster: RedisCluster) -> None:
-    trained = build("fobos", hash_bits=hash_bits)
-    learn(trained, criteo_file, None, batches=3)
-    name = f"seeded-{hash_bits}"
-    assert seed(RedisState(redis_cluster.url, name), trained) == trained.optimizer.table.size
-    snap = snapshot(RedisState(redis_cluster.url, name))
-    assert snap.rows == trained.rows
-    keys = trained.optimizer.table.keys()
-    atol = 0 if hash_bits == 0 else 2**-32
-    np.testing.assert_allclose(snap.optimizer.weights(keys), trained.optimizer.weights(keys),
-                               rtol=0, atol=atol)
-    cont_mem = learn(trained, criteo_file, None, batches=2, skip=3)
-    worker = RedisState(redis_cluster.url, name)
-    model = worker.attach(build("fobos", hash_bits=hash_bits))
-    cont_red = learn(model, criteo_file, worker, batches=2, skip=3)
-    np.testing.assert_allclose(cont_red, cont_mem, rtol=0, atol=1e-12 if hash_bits == 0 else 1e-7)
+    check_seed_round_trip(redis_cluster.url, f"seeded-{hash_bits}", hash_bits, criteo_file)
 
 
 @redis

@@ -243,25 +243,31 @@ def test_identity_refused(redis_shards: list[RedisServer]) -> None:
     RedisState(url(redis_shards), "other").attach(build(alpha=0.3))  # another name is free
 
 
-@pytest.mark.parametrize("hash_bits", [0, 18])
-def test_load_state_and_snapshot_round_trip(hash_bits: int, criteo_file: Path,
-                                            redis_shards: list[RedisServer]) -> None:
+def check_seed_round_trip(state_url: str, name: str, hash_bits: int, data: Path) -> None:
+    """Seed a store from a trained model, read it back (equal weights), and train on from
+    the store: the same predictions as training on from the model itself. Standalone
+    shards and a cluster (``test_redis_cluster``) pass the same checks."""
     trained = build("fobos", hash_bits=hash_bits)
-    learn(trained, criteo_file, None, batches=3)
-    store = RedisState(url(redis_shards), "seeded")
-    assert seed(store, trained) == trained.optimizer.table.size
-    snap = snapshot(RedisState(url(redis_shards), "seeded"))
+    learn(trained, data, None, batches=3)
+    assert seed(RedisState(state_url, name), trained) == trained.optimizer.table.size
+    snap = snapshot(RedisState(state_url, name))
     assert snap.rows == trained.rows
     keys = trained.optimizer.table.keys()
     atol = 0 if hash_bits == 0 else 2**-32
     np.testing.assert_allclose(snap.optimizer.weights(keys), trained.optimizer.weights(keys),
                                rtol=0, atol=atol)
     # training on from the seeded store equals training on from the model file
-    cont_mem = learn(trained, criteo_file, None, batches=2, skip=3)
-    worker = RedisState(url(redis_shards), "seeded")
+    cont_mem = learn(trained, data, None, batches=2, skip=3)
+    worker = RedisState(state_url, name)
     model = worker.attach(build("fobos", hash_bits=hash_bits))
-    cont_red = learn(model, criteo_file, worker, batches=2, skip=3)
+    cont_red = learn(model, data, worker, batches=2, skip=3)
     np.testing.assert_allclose(cont_red, cont_mem, rtol=0, atol=1e-12 if hash_bits == 0 else 1e-7)
+
+
+@pytest.mark.parametrize("hash_bits", [0, 18])
+def test_load_state_and_snapshot_round_trip(hash_bits: int, criteo_file: Path,
+                                            redis_shards: list[RedisServer]) -> None:
+    check_seed_round_trip(url(redis_shards), "seeded", hash_bits, criteo_file)
 
 
 def test_bytes_per_coordinate(redis_shards: list[RedisServer]) -> None:
