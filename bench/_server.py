@@ -29,16 +29,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Server:
-    """``with Server("--alpha", "0.2") as s: s.url``: started, ready, then stopped."""
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a live process and of its live descendants (worker processes)."""
+    total = 0.0
+    try:
+        total = cpu_seconds(pid)
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # gone meanwhile
+        return total
+    return total + sum(tree_cpu_seconds(int(c)) for c in children)
 
-    def __init__(self, *flags: str, ready_timeout: float = 120.0) -> None:
+
+class Server:
+    """``with Server("--alpha", "0.2") as s: s.url``: started, ready, then stopped.
+    ``reference="bare"`` (or ``"fastapi"``) serves a reference app of ``_ref_apps.py``
+    instead of ``ctr serve``, with ``workers`` processes."""
+
+    def __init__(self, *flags: str, ready_timeout: float = 120.0,
+                 reference: str | None = None, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(tempfile.mkstemp(prefix="ctr-serve-", suffix=".log")[1])
         env = {k: v for k, v in os.environ.items() if not k.startswith("CTR_")}
         cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
                "--port", str(self.port), *flags]
+        if reference is not None:
+            cmd = [sys.executable, str(ROOT / "bench" / "_ref_apps.py"), reference,
+                   str(self.port), str(workers)]
         with open(self.log, "wb") as fh:
             self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
                                          env=env)
@@ -60,7 +77,8 @@ class Server:
         raise SystemExit(f"ctr serve not ready after {timeout} s")
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.proc.pid)
+        """CPU time of the server, its worker processes included."""
+        return tree_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

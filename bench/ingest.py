@@ -1,6 +1,6 @@
 """Training ingest over HTTP: `ctr replay` against `ctr serve` (1 worker, memory store).
 
-    python bench/ingest.py /work/data/syn1m.tsv [--rows 1000000] [--batch-size 1000]
+    python bench/ingest.py /tmp/syn1m.tsv [--rows 1000000] [--batch-size 1000]
                            [--concurrency 4]
 
 1. A fresh `ctr serve --alpha 0.2`; `ctr replay DATA --concurrency C` as a subprocess (the

@@ -2,11 +2,14 @@
 `ctr serve --workers 2 --state redis://A,redis://B` (two local shards), beside the memory
 store with one worker, and how quality and Redis memory come out.
 
-    python bench/redis_ingest.py /work/data/syn1m.tsv [--rows 1000000] [--batch-size 1000]
-        [--concurrency 4] [--sync-ms 0,50,200] [--hash-bits 24] [--runs memory,exact,hashed]
+    python bench/redis_ingest.py /tmp/syn1m.tsv [--rows 1000000] [--batch-size 1000]
+        [--concurrency 4] [--sync-ms default,0,250] [--hash-bits 24]
+        [--runs memory,exact,hashed] [--no-data-dir]
 
 Each run starts fresh `redis-server` processes (loopback, free ports, no persistence) and a
-fresh server, replays the rows, stops the server (its workers flush what is left) and
+fresh server (each worker with its write-ahead log in a fresh data directory, as a durable
+deployment runs; `--no-data-dir`: none, so answers wait for their flush), replays the rows,
+stops the server (its workers flush what is left) and
 prints events/s, the progressive logloss (each event predicted before it was learned, by
 whichever worker took it) and its distance to `ctr train` on the same rows (one process,
 file order; target: within 0.002), then Redis `used_memory` above an empty server per
@@ -16,7 +19,8 @@ stored coordinate (target: at most 40 B). Runs:
 - `exact`: exact 64-bit keys in bucketed small hashes (the default layout), 2 workers;
 - `hashed`: `--hash-bits B`: dense chunk strings, BITFIELD INCRBY of fixed-point integers;
 
-the Redis runs once per `--sync-ms` value (0: a flush after every batch).
+the Redis runs once per `--sync-ms` value (`default`: no sync flag, the store's own policy:
+adaptive with a data directory, immediate without; 0: a flush after every batch).
 """
 
 from __future__ import annotations
@@ -64,8 +68,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--sync-ms", default="0,50,200",
-                    help="--sync-every-ms values of the Redis runs (0: every batch)")
+    ap.add_argument("--sync-ms", default="default,0,250",
+                    help="--sync-every-ms values of the Redis runs (default: no flag, the "
+                         "store's policy; 0: --sync-every-events 1, every batch)")
+    ap.add_argument("--no-data-dir", action="store_true",
+                    help="run the Redis workers without a data directory")
     ap.add_argument("--hash-bits", type=int, default=24)
     ap.add_argument("--runs", default="memory,exact,hashed")
     ap.add_argument("--buckets", type=int, default=0,
@@ -99,14 +106,18 @@ def main() -> None:
                 continue
             extra = ["--hash-bits", str(a.hash_bits)] if layout == "hashed" else \
                 (["--buckets", str(a.buckets)] if a.buckets else [])
-            for ms in [float(x) for x in a.sync_ms.split(",")]:
-                shards = [start_redis(tmp / f"r{i}-{layout}-{ms}") for i in range(2)]
+            for ms_text in a.sync_ms.split(","):
+                ms = -1.0 if ms_text == "default" else float(ms_text)
+                shards = [start_redis(tmp / f"r{i}-{layout}-{ms_text}") for i in range(2)]
                 empty = [used_memory(s) for s in shards]
                 state = ",".join(s.url for s in shards)
-                sync = ["--sync-every-ms", str(ms)] if ms > 0 else []
+                sync = (["--sync-every-ms", str(ms)] if ms > 0 else
+                        ["--sync-every-events", "1"] if ms == 0 else [])
+                durable = [] if a.no_data_dir else ["--data-dir",
+                                                    str(tmp / f"d-{layout}-{ms_text}")]
                 try:
                     with Server(*LEARNER, *extra, "--workers", str(a.workers), "--state",
-                                state, *sync) as server:
+                                state, *sync, *durable) as server:
                         m = replay_json(server.url, a.data, tmp / "m.json", *size, *limit)
                     used = sum(used_memory(s) - e for s, e in zip(shards, empty, strict=True))
                     coords = stored_coordinates(state)
@@ -115,7 +126,9 @@ def main() -> None:
                         s.stop()
                 target = "ok" if m["events_per_second"] >= 100_000 else "MISS"
                 gap = m["logloss"] - reference[layout]
-                print(f"redis {layout} ({'every batch' if ms <= 0 else f'sync {ms:g} ms'}), "
+                policy = ("the default policy" if ms < 0 else "every batch" if ms == 0
+                          else f"sync {ms:g} ms")
+                print(f"redis {layout} ({policy}{', no data dir' if a.no_data_dir else ''}), "
                       f"{a.workers} workers, 2 shards: {m['events_per_second']:,.0f} events/s "
                       f"(>= 100,000: {target}); logloss {m['logloss']:.6f} ({gap:+.6f} vs "
                       f"ctr train; |d| <= 0.002: {'ok' if abs(gap) <= 0.002 else 'MISS'}); "

@@ -22,13 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from redis_servers import start_redis
 
 from ftrl_core.batch import Batch
+from ftrl_core.deltas import store_records
 from ftrl_core.fields import FieldRegistry
 from ftrl_core.hashing import HASHED_FIELD, VALUE_BITS
 from ftrl_core.model import Model
 from ftrl_core.optimizers import FTRLProximal
 from ftrl_core.readers import FeatureOptions
-from ftrl_core.stores import RedisState, seed
-from ftrl_core.stores.deltas import store_records
+from service.stores.redis import RedisState, seed
 
 
 def model(hash_bits: int) -> Model:

@@ -6,20 +6,48 @@ For each repeat, interleaved: VW (bench kit's vw_ftrl.sh, 2 threads, its own wal
 the learning run, text conversion excluded) and one `ctr train` process (wall time of the
 whole process: start-up, reading the text file, hashing, learning, metrics out). Both use
 FTRL alpha 0.2, beta 1, l1 1, l2 1 and the same features (missing tokens on). Prints each
-run and the median ratio. Also measures the learner alone (pre-parsed rows in memory) in
-feature updates per second.
+run and the median ratio. Then each stage alone: start-up (a `ctr train` process on a
+10-row head of the file: imports, loading the cached kernels, writing metrics), parse and
+hash alone (with one thread, with as many as `ctr train` uses, and one per core), and the
+learner alone (pre-parsed rows in memory), in rows per second.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import DEFAULT_SHARED, run_ctr_train, run_vw
+from _common import DEFAULT_SHARED, head, run_ctr_train, run_vw
+
+
+def startup_seconds(data: str, tmp: Path, repeats: int = 3) -> float:
+    """Best wall time of `ctr train` on the first 10 rows: the fixed cost of a run."""
+    small = head(Path(data), 10, tmp / "head10.tsv")
+    return min(run_ctr_train(str(small), "--alpha", "0.2", out_dir=tmp)["wall_seconds"]
+               for _ in range(repeats))
+
+
+def parse_alone(data: str, threads: int) -> float:
+    """Rows/s of reading, parsing and hashing the file (nothing learned), best of 3."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from ftrl_core.fields import FieldRegistry
+    from ftrl_core.readers import FeatureOptions, open_reader
+    from ftrl_core.trainer import RECYCLE
+
+    best = float("inf")
+    rows = 0
+    for _ in range(3):
+        reader = open_reader(data, "criteo", FieldRegistry(), FeatureOptions(),
+                             recycle=RECYCLE, threads=threads)
+        start = time.perf_counter()
+        rows = sum(b.rows for b in reader)
+        best = min(best, time.perf_counter() - start)
+    return rows / best
 
 
 def learner_alone(data: str) -> tuple[float, float]:
@@ -49,6 +77,8 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
+    # the machine may be shared: the load says how far the figures can be trusted
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(a.repeats):
@@ -60,11 +90,22 @@ def main() -> None:
                   f"(logloss {vw['logloss']:.6f}) | ctr train {ours['wall_rows_per_second']:,.0f}"
                   f" rows/s wall, {ours['rows_per_second']:,.0f} rows/s in-loop "
                   f"(logloss {ours['logloss']:.6f}) | ratio {ratio:.2f}x", flush=True)
-    print(f"median ratio ctr/vw (wall, whole process): {statistics.median(ratios):.2f}x "
-          "(target >= 2.0x)")
+        print(f"median ratio ctr/vw (wall, whole process): {statistics.median(ratios):.2f}x "
+              "(target >= 2.0x)")
+        print("stages alone:")
+        print(f"  start-up (ctr train on 10 rows, whole process): "
+              f"{startup_seconds(a.data, Path(tmp)):.2f} s")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from ftrl_core.trainer import parse_threads
+
+    threads = parse_threads()
+    for n in sorted({1, threads, os.cpu_count() or 1}):
+        print(f"  parse+hash alone, {n} thread(s){' (as ctr train)' if n == threads else ''}: "
+              f"{parse_alone(a.data, n):,.0f} rows/s")
     rows_s, upd_s = learner_alone(a.data)
-    print(f"learner alone (FTRL, pre-parsed): {rows_s:,.0f} rows/s, "
+    print(f"  learner alone (FTRL, pre-parsed): {rows_s:,.0f} rows/s, "
           f"{upd_s / 1e6:.1f}M feature updates/s")
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What shadow variants cost: events/s of the learner service with 0 and with 3 variants.
 
-    python bench/variants_cost.py [/work/data/syn1m.tsv] [--rows 200000] [--batch-size 1000]
+    python bench/variants_cost.py [/tmp/syn1m.tsv] [--rows 200000] [--batch-size 1000]
                                   [--variants "rda:lambda=1e-4,fobos:lambda=1e-4,ftrl:l1=5"]
                                   [--repeat 3]
 
@@ -29,7 +29,7 @@ from service.settings import Settings  # noqa: E402
 from service.startup import model_builder  # noqa: E402
 from service.stores import MemoryStore  # noqa: E402
 
-DEFAULT_DATA = Path("/work/data/syn1m.tsv")
+DEFAULT_DATA = Path("/tmp/syn1m.tsv")
 DEFAULT_VARIANTS = "rda:lambda=1e-4,fobos:lambda=1e-4,ftrl:l1=5"
 FIELDS = [f"I{j + 1}" for j in range(13)] + [f"C{j + 1}" for j in range(26)]
 

@@ -12,6 +12,7 @@ import email.utils
 import math
 import random
 import time
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -213,6 +214,26 @@ def connection_error(exc: httpx.TransportError, method: str, url: str) -> CTRCon
     sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     cls = CTRTimeoutError if isinstance(exc, httpx.TimeoutException) else CTRConnectionError
     return cls(f"{method} {url}: {type(exc).__name__}: {exc}", sent=sent)
+
+
+def new_key() -> str:
+    """A fresh ``Idempotency-Key`` (128 random bits)."""
+    return uuid.uuid4().hex
+
+
+def request_headers(content_type: str | None, key: str | None) -> dict[str, str] | None:
+    headers = {}
+    if content_type:
+        headers["content-type"] = content_type
+    if key:
+        headers["idempotency-key"] = key
+    return headers or None
+
+
+def retryable_status(status: int, key: str | None) -> bool:
+    """503: not now (nothing learned, or, for a keyed batch, learned and not yet
+    durable); 409 for a keyed batch: its first attempt is still being made durable."""
+    return status == 503 or (status == 409 and key is not None)
 
 
 @dataclass(frozen=True)

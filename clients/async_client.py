@@ -26,8 +26,11 @@ from ._wire import (
     decode_predict,
     decode_train,
     encode_events,
+    new_key,
     problem,
+    request_headers,
     retry_after,
+    retryable_status,
     verify_for,
 )
 from .exceptions import CTRConnectionError, CTRError
@@ -45,10 +48,11 @@ class AsyncCTRClient:
     """
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0,
-                 retries: int = 3, backoff: float = 0.2, *, max_connections: int = 10,
+                 retries: int = 3, backoff: float = 0.2, *, max_backoff: float = 10.0,
+                 max_connections: int = 10,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
-        self.retry = RetryPolicy(retries, backoff)
+        self.retry = RetryPolicy(retries, backoff, max_backoff)
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=auth_headers(api_key), timeout=timeout,
             limits=httpx.Limits(max_connections=max_connections,
@@ -57,8 +61,9 @@ class AsyncCTRClient:
 
     async def _request(self, method: str, path: str, *, content: Any = None,
                        params: Mapping[str, Any] | None = None, content_type: str | None = None,
-                       changes_model: bool = False, replayable: bool = True) -> httpx.Response:
-        headers = {"content-type": content_type} if content_type else None
+                       changes_model: bool = False, replayable: bool = True,
+                       key: str | None = None) -> httpx.Response:
+        headers = request_headers(content_type, key)
         attempt = 0
         while True:
             try:
@@ -67,14 +72,14 @@ class AsyncCTRClient:
             except httpx.TransportError as exc:
                 err = connection_error(exc, method, self.url + path)
                 if (attempt < self.retry.retries and self._replayable(content, replayable)
-                        and not (changes_model and err.sent)):
+                        and not (changes_model and err.sent and key is None)):
                     await asyncio.sleep(self.retry.delay(attempt))
                     attempt += 1
                     continue
                 raise err from exc
             if response.status_code < 400:
                 return response
-            if (response.status_code == 503 and attempt < self.retry.retries
+            if (retryable_status(response.status_code, key) and attempt < self.retry.retries
                     and self._replayable(content, replayable)):
                 await asyncio.sleep(self.retry.delay(attempt, retry_after(response)))
                 attempt += 1
@@ -85,9 +90,11 @@ class AsyncCTRClient:
     def _replayable(content: Any, replayable: bool) -> bool:
         return replayable or not (isinstance(content, AsyncBodyIterator) and content.started)
 
-    async def train(self, events: Events) -> TrainResult:
+    async def train(self, events: Events, idempotency_key: str | None = None) -> TrainResult:
+        """``CTRClient.train``: the batch carries an Idempotency-Key and is retried."""
         r = await self._request("POST", "/v1/train", content=encode_events(events),
-                                content_type=JSON, changes_model=True)
+                                content_type=JSON, changes_model=True,
+                                key=idempotency_key or new_key())
         return decode_train(r.content)
 
     async def predict(self, events: Events) -> PredictResult:
@@ -101,6 +108,21 @@ class AsyncCTRClient:
                                 content_type=NDJSON, changes_model=True,
                                 replayable=isinstance(items, Sequence))
         return stream_result(decode_json(r.content))
+
+    async def impressions(self, events: Events) -> PredictResult:
+        """``CTRClient.impressions``."""
+        r = await self._request("POST", "/v1/impressions", content=encode_events(events),
+                                content_type=JSON)
+        return decode_predict(r.content)
+
+    async def feedback(self, events: Events) -> dict[str, Any]:
+        """``CTRClient.feedback``."""
+        r = await self._request("POST", "/v1/feedback", content=encode_events(events),
+                                content_type=JSON)
+        return dict(decode_json(r.content))
+
+    async def join(self) -> dict[str, Any]:
+        return dict(decode_json((await self._request("GET", "/v1/join")).content))
 
     async def model(self) -> dict[str, Any]:
         return dict(decode_json((await self._request("GET", "/v1/model")).content))

@@ -1,10 +1,13 @@
 """``CTRClient``: the blocking client of the CTR service, over one ``httpx.Client``.
 
 Retries: a request is sent again (after an exponential, jittered backoff, or the server's
-``Retry-After``) when the server answers 503, or when the connection fails. Training and
-snapshots change the model, so they are retried after a connection failure only when nothing
-can have reached the server (connection refused, connect timeout); prediction and the GET
-routes are retried after any connection failure. A 4xx is never retried.
+``Retry-After``) when the server answers 503, or when the connection fails. A training batch
+carries an ``Idempotency-Key``, so it is retried after any connection failure and on 409
+(its first attempt is still being made durable) too: the server learns it once. Streams
+and snapshots change the model without a key, so they are retried after a connection
+failure only when nothing can have reached the server (connection refused, connect
+timeout); prediction and the GET routes are retried after any connection failure. Any
+other 4xx is never retried.
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ from ._wire import (
     decode_predict,
     decode_train,
     encode_events,
+    new_key,
     problem,
+    request_headers,
     retry_after,
+    retryable_status,
     verify_for,
 )
 from .exceptions import CTRConnectionError, CTRError
@@ -48,10 +54,11 @@ class CTRClient:
     """
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0,
-                 retries: int = 3, backoff: float = 0.2, *, max_connections: int = 10,
+                 retries: int = 3, backoff: float = 0.2, *, max_backoff: float = 10.0,
+                 max_connections: int = 10,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
-        self.retry = RetryPolicy(retries, backoff)
+        self.retry = RetryPolicy(retries, backoff, max_backoff)
         self._http = httpx.Client(
             base_url=self.url, headers=auth_headers(api_key), timeout=timeout,
             limits=httpx.Limits(max_connections=max_connections,
@@ -62,8 +69,9 @@ class CTRClient:
 
     def _request(self, method: str, path: str, *, content: Any = None,
                  params: Mapping[str, Any] | None = None, content_type: str | None = None,
-                 changes_model: bool = False, replayable: bool = True) -> httpx.Response:
-        headers = {"content-type": content_type} if content_type else None
+                 changes_model: bool = False, replayable: bool = True,
+                 key: str | None = None) -> httpx.Response:
+        headers = request_headers(content_type, key)
         attempt = 0
         while True:
             try:
@@ -72,14 +80,14 @@ class CTRClient:
             except httpx.TransportError as exc:
                 err = connection_error(exc, method, self.url + path)
                 if (attempt < self.retry.retries and self._replayable(content, replayable)
-                        and not (changes_model and err.sent)):
+                        and not (changes_model and err.sent and key is None)):
                     time.sleep(self.retry.delay(attempt))
                     attempt += 1
                     continue
                 raise err from exc
             if response.status_code < 400:
                 return response
-            if (response.status_code == 503 and attempt < self.retry.retries
+            if (retryable_status(response.status_code, key) and attempt < self.retry.retries
                     and self._replayable(content, replayable)):
                 time.sleep(self.retry.delay(attempt, retry_after(response)))
                 attempt += 1
@@ -92,11 +100,16 @@ class CTRClient:
 
     # -- the API ------------------------------------------------------------------------------
 
-    def train(self, events: Events) -> TrainResult:
+    def train(self, events: Events, idempotency_key: str | None = None) -> TrainResult:
         """Learn ``events`` in order (dicts, or an already encoded ``{"events": [...]}``
-        body as bytes); ``p`` holds each event's prediction made before learning it."""
+        body as bytes); ``p`` holds each event's prediction made before learning it.
+
+        The batch carries an ``Idempotency-Key`` (``idempotency_key``, or a new random
+        one), so it is retried after any connection failure and on 503 or 409, and the
+        server learns it once whatever happened to the first attempt."""
         r = self._request("POST", "/v1/train", content=encode_events(events),
-                          content_type=JSON, changes_model=True)
+                          content_type=JSON, changes_model=True,
+                          key=idempotency_key or new_key())
         return decode_train(r.content)
 
     def predict(self, events: Events) -> PredictResult:
@@ -111,6 +124,27 @@ class CTRClient:
         r = self._request("POST", "/v1/train/stream", content=body, content_type=NDJSON,
                           changes_model=True, replayable=isinstance(items, Sequence))
         return stream_result(decode_json(r.content))
+
+    def impressions(self, events: Events) -> PredictResult:
+        """``POST /v1/impressions``: score items shown (each event needs an ``id``; ``ts``
+        in seconds since the epoch is optional) and have the server remember them until
+        their clicks join them. Retried like a prediction: a repeated id is not recorded
+        twice."""
+        r = self._request("POST", "/v1/impressions", content=encode_events(events),
+                          content_type=JSON)
+        return decode_predict(r.content)
+
+    def feedback(self, events: Events) -> dict[str, Any]:
+        """``POST /v1/feedback``: clicks (``{"id": ..., "ts": ...}``, ``label`` 1 by default;
+        0 closes the impression as a negative). Returns how many joined, were late or
+        unknown. Retried: a repeated click is counted, not joined twice."""
+        r = self._request("POST", "/v1/feedback", content=encode_events(events),
+                          content_type=JSON)
+        return dict(decode_json(r.content))
+
+    def join(self) -> dict[str, Any]:
+        """``GET /v1/join``: pending impressions, joins, expiries, late clicks, delays."""
+        return dict(decode_json(self._request("GET", "/v1/join").content))
 
     def model(self) -> dict[str, Any]:
         """``GET /v1/model``: optimizer, params, rows, nnz, logloss, auc, model_version..."""

@@ -120,6 +120,12 @@ def warm_cli(paths: dict[str, Path], tmp: Path) -> None:
             "--interactions", "C1:C2", "--ints", "log", "--drop-missing", "--no-names")
         ctr("train", data, "--model-in", model, "--quiet", "--model-out", model)
         ctr("predict", "--model", model, data)
+        # bounded memory: the admission gate, the ages, the sweep, the sampled eviction
+        # (a check point every 1,024 rows), the idle records hidden from predictions
+        bounded = str(tmp / "bounded.ctr")
+        ctr("train", data, "--optimizer", optimizer, *flags, "--quiet", "--admit", "bloom:2",
+            "--evict-idle", "500", "--max-coordinates", "2000", "--model-out", bounded)
+        ctr("predict", "--model", bounded, data)
         ctr("inspect", model, "--top", "5")
         ctr("inspect", model, "--json")
     for fmt in ("avazu", "vw", "jsonl"):

@@ -32,6 +32,8 @@ class Batch:
     #: line number (1-based) of each row in its source, when it came from a file
     lines: np.ndarray | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    #: each row's initial margin (VW's "initial prediction"), None: zeros
+    base: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -57,6 +59,7 @@ class Batch:
             lines=None if self.lines is None else self.lines[start:stop],
             extra={k: v[start:stop] if isinstance(v, np.ndarray) and v.shape[:1] == (self.rows,)
                    else v for k, v in self.extra.items()},
+            base=None if self.base is None else self.base[start:stop],
         )
 
     @classmethod

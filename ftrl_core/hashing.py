@@ -193,6 +193,13 @@ def field_seed(name: str) -> np.uint64:
     return np.uint64(xxh64(raw, 0, raw.size, FIELD_SEED))
 
 
+@inline_kernel
+def key_field(key: np.uint64) -> int:
+    """The field id a stored key carries in its top bits (``HASHED_FIELD`` in hashed mode);
+    the kernels' version of ``field_of_keys``."""
+    return np.int64(key >> np.uint64(VALUE_BITS)) - 1  # type: ignore[return-value]
+
+
 def field_of_keys(keys: np.ndarray) -> np.ndarray:
     """Field id of each key (``HASHED_FIELD`` for keys made in hashed mode)."""
     return (keys >> np.uint64(VALUE_BITS)).astype(np.int64) - 1

@@ -6,6 +6,9 @@ bad row (E_WEIGHT, E_NUMBER naming its field) in every reader that takes them fr
 applies to the values a learner sees: after repeats of a key are summed and to the products
 of quadratic interactions too.
 
+A field name (a JSON feature key, a VW namespace) is at most ``MAX_FIELD_NAME_BYTES`` bytes
+of UTF-8 without control characters: names are kept with the model and quoted in errors.
+
 Why: the learners keep their state in float32 (max 3.4e38). With |x| <= 1e9 and a weight
 <= 1e6, one event's gradient |g| = |p - y| |x| w is at most 1e15, and g^2 <= 1e30 stays
 finite; past them, one event (a weight of 1e200, say) can make a coordinate's state
@@ -18,3 +21,5 @@ from __future__ import annotations
 MAX_WEIGHT = 1e6
 #: the largest |value| of a feature (interaction products and summed repeats included)
 MAX_ABS_VALUE = 1e9
+#: the longest field name, in bytes of UTF-8
+MAX_FIELD_NAME_BYTES = 256

@@ -69,10 +69,18 @@ class ProgressiveMetrics:
     def __init__(self) -> None:
         self._sums = np.zeros(4, dtype=np.float64)  # rows, logloss sum, p sum, y sum
         self._bins = np.zeros(2 * AUC_BINS, dtype=np.int64)  # (negatives, positives) per bin
+        #: rows predicted without a label (counted, not scored)
+        self.unlabelled = 0
 
     def update(self, p: np.ndarray, y: np.ndarray) -> None:
-        _accumulate(np.ascontiguousarray(p, dtype=np.float64),
-                    np.ascontiguousarray(y, dtype=np.float64), self._sums, self._bins)
+        """Score predictions ``p`` of rows labelled ``y``; NaN labels are counted apart."""
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        p = np.ascontiguousarray(p, dtype=np.float64)
+        missing = np.isnan(y)
+        if missing.any():
+            self.unlabelled += int(missing.sum())
+            p, y = p[~missing], y[~missing]
+        _accumulate(p, y, self._sums, self._bins)
 
     @property
     def rows(self) -> int:
@@ -120,17 +128,21 @@ class ProgressiveMetrics:
 
     def as_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "logloss": self.logloss, "auc": self.auc,
-                "ctr": self.ctr, "mean_p": self.mean_p, "calibration": self.calibration}
+                "ctr": self.ctr, "mean_p": self.mean_p, "calibration": self.calibration,
+                "unlabelled_rows": self.unlabelled}
 
     def state(self) -> dict[str, np.ndarray]:
         nz = np.flatnonzero(self._bins)
         return {"metric_sums": self._sums.copy(), "metric_bins": nz,
-                "metric_counts": self._bins[nz]}
+                "metric_counts": self._bins[nz],
+                "metric_unlabelled": np.array([self.unlabelled], dtype=np.int64)}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self._sums[:] = state["metric_sums"]
         self._bins[:] = 0
         self._bins[state["metric_bins"]] = state["metric_counts"]
+        if "metric_unlabelled" in state:  # (files written before it was counted lack it)
+            self.unlabelled = int(state["metric_unlabelled"][0])
 
 
 def logloss(y: np.ndarray, p: np.ndarray) -> float:

@@ -10,6 +10,12 @@ The slot of a key is ``fastrange(mix64(key))`` over any capacity, so the table c
 1.5x instead of 2x: with a maximum load of 0.8 the load stays between 0.53 and 0.8 and an
 FTRL coordinate costs 20-30 bytes. Linear probing keeps probes within neighbouring lines.
 Memory follows the live coordinates; no array is ever sized to the feature dimension.
+
+Deletion (bounded memory, ``eviction.py``) is backward-shift deletion: the records after the
+hole in its probe run move back into it, so there are no tombstones, lookups stay as short as
+if the deleted key had never been inserted, and the freed slot is reused by the next insert.
+A table that evicts also keeps ``ages``, one int64 per slot (when its record was last
+touched), moved with its record by every rehash and shift.
 """
 
 from __future__ import annotations
@@ -104,8 +110,41 @@ def find_or_insert(
             s = 0
 
 
+@inline_kernel
+def delete_slot(words: np.ndarray, stride: int, capacity: int, slot: int, ages: np.ndarray,
+                meta: np.ndarray) -> None:
+    """Remove the record in ``slot`` by backward shift (Knuth's algorithm R): each later
+    record of the probe run whose home slot does not lie cyclically in (hole, its slot]
+    moves into the hole, which moves on; the run ends at an empty slot."""
+    hole = slot
+    s = slot
+    while True:
+        s += 1
+        if s == capacity:
+            s = 0
+        key = words[s * stride]
+        if key == np.uint64(0):
+            break
+        home = home_slot(key, capacity)
+        # may the record at s move back to the hole? not if its home is in (hole, s]
+        stays = (hole < home <= s) if hole <= s else (home > hole or home <= s)
+        if stays:
+            continue
+        for w in range(stride):
+            words[hole * stride + w] = words[s * stride + w]
+        if ages.size > 0:
+            ages[hole] = ages[s]
+        hole = s
+    for w in range(stride):
+        words[hole * stride + w] = np.uint64(0)
+    if ages.size > 0:
+        ages[hole] = 0
+    meta[0] -= 1
+
+
 @kernel
-def _rehash(old: np.ndarray, stride: int, new: np.ndarray, new_capacity: int) -> None:
+def _rehash(old: np.ndarray, stride: int, new: np.ndarray, new_capacity: int,
+            old_ages: np.ndarray, new_ages: np.ndarray) -> None:
     old_capacity = old.size // stride
     for s in range(old_capacity):
         key = old[s * stride]
@@ -118,6 +157,20 @@ def _rehash(old: np.ndarray, stride: int, new: np.ndarray, new_capacity: int) ->
                 t = 0
         for w in range(stride):
             new[t * stride + w] = old[s * stride + w]
+        if new_ages.size > 0:
+            new_ages[t] = old_ages[s]
+
+
+@kernel
+def _absent_keys(words: np.ndarray, stride: int, capacity: int, keys: np.ndarray,
+                 out: np.ndarray) -> int:
+    """Write the keys absent from the table (repeats included) to ``out``; their count."""
+    n = 0
+    for i in range(keys.size):
+        if find_slot(words, stride, capacity, keys[i]) < 0:
+            out[n] = keys[i]
+            n += 1
+    return n
 
 
 @kernel
@@ -136,8 +189,17 @@ class StateTable:
         self.stride = stride
         self.capacity = max(int(capacity), MIN_CAPACITY)
         self.words = np.zeros(self.capacity * stride, dtype=np.uint64)
-        #: meta[0]: live keys (kernels update it in place)
-        self.meta = np.zeros(1, dtype=np.int64)
+        #: meta[0]: live keys (kernels update it in place); meta[1]: the most live keys a
+        #: learn kernel may reach before it stops for the table to grow (``room_limit``),
+        #: meta[2]: the rows it learned before stopping
+        self.meta = np.zeros(3, dtype=np.int64)
+        #: per slot, when its record was last touched (empty: the table does not evict)
+        self.ages = np.zeros(0, dtype=np.int64)
+
+    def track_ages(self) -> None:
+        """Keep ``ages`` from now on (records present now count as touched at 0)."""
+        if self.ages.size != self.capacity:
+            self.ages = np.zeros(self.capacity, dtype=np.int64)
 
     @property
     def size(self) -> int:
@@ -145,7 +207,7 @@ class StateTable:
 
     @property
     def nbytes(self) -> int:
-        return int(self.words.nbytes)
+        return int(self.words.nbytes + self.ages.nbytes)
 
     def f32(self) -> np.ndarray:
         return self.words.view(np.float32)
@@ -163,10 +225,35 @@ class StateTable:
             capacity = int(capacity * GROWTH) + 1
         self._resize(capacity)
 
+    def room_limit(self) -> int:
+        """The most live keys the table holds before it must grow."""
+        return int(MAX_LOAD * self.capacity)
+
+    def ensure_room_for(self, keys: np.ndarray) -> None:
+        """Grow, if needed, so that the distinct keys of ``keys`` absent from the table fit.
+
+        Sized from the new keys, not from ``keys.size``: a batch of 300k events over 139
+        coordinates must not leave a table of millions of slots behind. The count costs a
+        lookup per key, paid only when the occurrences alone would not fit."""
+        room = self.room_limit() - self.size
+        if keys.size <= room:
+            return
+        absent = self.absent(keys)
+        if absent.size > room:
+            self.ensure_room(np.unique(absent).size)
+
+    def absent(self, keys: np.ndarray) -> np.ndarray:
+        """The keys of ``keys`` absent from the table, in order, repeats included."""
+        out = np.empty(keys.size, dtype=np.uint64)
+        n = _absent_keys(self.words, self.stride, self.capacity, keys, out)
+        return out[:n]
+
     def _resize(self, capacity: int) -> None:
         new = np.zeros(capacity * self.stride, dtype=np.uint64)
-        _rehash(self.words, self.stride, new, capacity)
+        new_ages = np.zeros(capacity if self.ages.size else 0, dtype=np.int64)
+        _rehash(self.words, self.stride, new, capacity, self.ages, new_ages)
         self.words = new
+        self.ages = new_ages
         self.capacity = capacity
 
     def live_slots(self) -> np.ndarray:
@@ -188,6 +275,10 @@ class StateTable:
         view = self.words.reshape(self.capacity, self.stride)
         return view[self.live_slots()].copy()
 
+    def live_ages(self) -> np.ndarray:
+        """The ages of the live records, in the order of ``records()``."""
+        return self.ages[self.live_slots()].copy() if self.ages.size else self.ages.copy()
+
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Slot of each key, -1 where absent."""
         out = np.empty(keys.size, dtype=np.int64)
@@ -195,12 +286,38 @@ class StateTable:
         return out
 
     @classmethod
-    def from_records(cls, records: np.ndarray) -> StateTable:
-        """A table holding ``records`` ((n, stride) uint64, keys in column 0)."""
+    def from_layout(cls, records: np.ndarray, slots: np.ndarray, capacity: int,
+                    ages: np.ndarray) -> StateTable:
+        """A table with ``records`` in the very ``slots`` of a table of ``capacity`` (the
+        approximate-LRU sample picks slots: a resumed run must sample the same ones)."""
+        n, stride = records.shape
+        if slots.shape != (n,) or ages.shape != (n,) or capacity < MIN_CAPACITY \
+                or n > MAX_LOAD * capacity or (n and (slots.min() < 0
+                                                      or slots.max() >= capacity)):
+            raise ValueError(f"a table layout of {n} records in {capacity} slots is damaged")
+        table = cls(stride, capacity=capacity)
+        table.words.reshape(capacity, stride)[slots] = records
+        table.track_ages()
+        table.ages[slots] = ages
+        table.meta[0] = n
+        if np.unique(slots).size != n or (table.lookup(records[:, 0]) != slots).any():
+            raise ValueError("a table layout whose records are not where their keys lead")
+        return table
+
+    @classmethod
+    def from_records(cls, records: np.ndarray, ages: np.ndarray | None = None) -> StateTable:
+        """A table holding ``records`` ((n, stride) uint64, keys in column 0) and, if given,
+        their ages (then the table keeps ages)."""
         n, stride = records.shape
         table = cls(stride, capacity=int(n / (MAX_LOAD * 0.75)) + MIN_CAPACITY)
         staging = np.ascontiguousarray(records, dtype=np.uint64).reshape(-1)
-        _rehash(staging, stride, table.words, table.capacity)
+        old_ages = np.zeros(0, dtype=np.int64)
+        if ages is not None:
+            if ages.shape != (n,):
+                raise ValueError(f"ages of shape {ages.shape} for {n} records")
+            table.track_ages()
+            old_ages = np.ascontiguousarray(ages, dtype=np.int64)
+        _rehash(staging, stride, table.words, table.capacity, old_ages, table.ages)
         table.meta[0] = n
         return table
 

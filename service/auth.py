@@ -61,9 +61,13 @@ class ApiKeys:
         return bool(self._keys)
 
     def check(self, request: Request) -> None:
+        if self._keys:
+            self.check_header(request.headers.get("authorization"))
+
+    def check_header(self, header: str | None) -> None:
+        """Check an Authorization header value (None: no header)."""
         if not self._keys:
             return
-        header = request.headers.get("authorization")
         if header is None:
             raise Problem(401, "missing-credentials",
                           "this route needs an API key: send 'Authorization: Bearer <key>'",

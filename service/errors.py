@@ -4,7 +4,8 @@ A problem has ``type`` (a URI naming the kind of problem, ``about:blank`` when t
 says it all), ``title`` (the same for every problem of a type), ``status``, ``detail`` (this
 occurrence, in words) and extension members (``errors`` for invalid events, ``request_id``
 for failures). Routes and the learner service raise ``Problem``; the handlers here turn it,
-Starlette's HTTP errors (404, 405) and FastAPI's parameter errors into problem responses.
+Starlette's HTTP errors (404, 405), FastAPI's parameter errors and the state stores' errors
+(``stores.errors``: 503 with ``Retry-After``, nothing learned) into problem responses.
 Unexpected exceptions are turned into 500 problems by ``observability.RequestMiddleware``,
 which knows the request id.
 """
@@ -20,6 +21,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .stores.errors import DurabilityError, NotYetDurable, StoreError
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://ctr-online.dev/problems/"
 
@@ -30,12 +33,22 @@ TITLES = {
     "invalid-parameters": "Invalid parameters",
     "body-too-large": "Request body too large",
     "line-too-long": "Stream line too large",
+    "stream-failed": "Stream failed",
+    "body-timeout": "Request body too slow",
+    "header-timeout": "Request head too slow",
+    "too-many-fields": "Too many fields",
     "unsupported-media-type": "Unsupported media type",
     "missing-credentials": "Missing credentials",
     "invalid-credentials": "Invalid credentials",
     "not-ready": "Service not ready",
-    "no-snapshot-dir": "No snapshot directory",
+    "no-data-dir": "No data directory",
     "store-unavailable": "State store unavailable",
+    "not-durable": "Write-ahead log unavailable",
+    "not-yet-durable": "Learned, not yet durable",
+    "invalid-idempotency-key": "Invalid Idempotency-Key",
+    "idempotency-key-in-use": "Idempotency-Key in use",
+    "join-unsupported": "The attribution join is not available here",
+    "idempotency-key-reused": "Idempotency-Key reused",
 }
 
 
@@ -99,7 +112,24 @@ async def _invalid_parameters(request: Request, exc: Exception) -> Response:
     return Problem(422, "invalid-parameters", detail, errors=errors).response()
 
 
+def store_problem(exc: StoreError) -> Problem:
+    """The problem of a store error: the request was refused having learned nothing (but
+    ``NotYetDurable``, which says what happened instead)."""
+    if isinstance(exc, NotYetDurable):
+        return Problem(503, "not-yet-durable", str(exc), headers={"Retry-After": "1"})
+    slug = "not-durable" if isinstance(exc, DurabilityError) else "store-unavailable"
+    what = "the write-ahead log" if isinstance(exc, DurabilityError) else "the state store"
+    return Problem(503, slug, f"{what} cannot take this request now; nothing was learned "
+                   f"({exc})", headers={"Retry-After": "1"})
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StoreError)
+    return store_problem(exc).response()
+
+
 def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_parameters)

@@ -21,8 +21,11 @@ import re
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from ftrl_core.readers.jsonl import EventError
+from ftrl_core.readers.jsonscan import MAX_DEPTH, too_deep_at
+from ftrl_core.readers.quoting import value_text
 from ftrl_core.readers.rows import E_SYNTAX
 
 from .errors import Problem
@@ -40,9 +43,19 @@ class _Skip(msgspec.Struct):
 
 
 def syntax_error(body: bytes | bytearray) -> tuple[str, int] | None:
-    """(message, byte offset or -1) of the first JSON syntax error in ``body``, or None."""
+    """(message, byte offset or -1) of the first JSON syntax error in ``body``, or None.
+
+    msgspec recurses once per nesting level and stops at Python's recursion limit (about a
+    thousand levels, less the caller's stack) with a RecursionError, which says neither
+    where nor why: the position is then found here, as the compiled scanner's depth limit
+    (``MAX_DEPTH``) reports it."""
     try:
         msgspec.json.decode(body, type=_Skip)
+    except RecursionError:
+        pos = int(too_deep_at(np.frombuffer(body, dtype=np.uint8), MAX_DEPTH))
+        if pos < 0:  # msgspec's limit is below ours: the real error may be further on
+            return f"nested too deeply to check (the limit is {MAX_DEPTH} levels)", -1
+        return f"nested deeper than {MAX_DEPTH} levels", pos
     except msgspec.ValidationError:
         pass  # valid JSON, another shape
     except msgspec.DecodeError as exc:
@@ -71,6 +84,11 @@ def _non_finite_at(body: bytes | bytearray, pos: int) -> bool:
     return pos >= 0 and body.startswith(_NON_FINITE, pos)
 
 
+def _non_finite_text(body: bytes | bytearray, pos: int) -> str | None:
+    """The NaN or Infinity at ``pos`` (msgspec points after a minus sign), quoted."""
+    return value_text(body, pos - 1 if pos > 0 and body[pos - 1] == 45 else pos)
+
+
 def _shape_detail(err: EventError) -> str:
     if err.index < 0:
         if err.field == "events":
@@ -82,8 +100,15 @@ def _shape_detail(err: EventError) -> str:
 
 
 def _item(err: EventError, detail: str | None = None) -> dict[str, Any]:
-    return {"index": err.index if err.index >= 0 else None, "field": err.field,
+    item = {"index": err.index if err.index >= 0 else None, "field": err.field,
             "detail": detail or err.message}
+    if err.value is not None:
+        item["value"] = err.value
+    return item
+
+
+def _got(item: dict[str, Any]) -> str:
+    return f" (got {item['value']})" if "value" in item else ""
 
 
 def body_problem(body: bytes | bytearray, errors: list[EventError], what: str) -> Problem:
@@ -100,6 +125,7 @@ def body_problem(body: bytes | bytearray, errors: list[EventError], what: str) -
             continue
         message, pos = found
         if _non_finite_at(body, pos):
+            err.value = _non_finite_text(body, pos)
             items.append(_item(err, "value is not a finite number (NaN and Infinity are not"
                                     " JSON numbers)"))
             continue
@@ -112,13 +138,14 @@ def body_problem(body: bytes | bytearray, errors: list[EventError], what: str) -
     first = shown[0]
     at = f"event {first['index']}" if first["index"] is not None else "the body"
     fld = f" field {first['field']}" if first["field"] else ""
-    detail = (f"{len(items)} invalid event(s), first {at}{fld}: {first['detail']}; {what}"
+    detail = (f"{len(items)} invalid event(s), first {at}{fld}: {first['detail']}"
+              f"{_got(first)}; {what}"
               if first["index"] is not None else f"{first['detail']}; {what}")
     return Problem(422, "invalid-events", detail, errors=shown, error_count=len(items))
 
 
 def line_detail(line: bytes, err: EventError) -> str:
-    """A readable message for a bad NDJSON line."""
+    """A readable message for a bad NDJSON line (a non-finite number sets ``err.value``)."""
     if err.code != E_SYNTAX:
         return err.message
     found = syntax_error(line)
@@ -127,6 +154,19 @@ def line_detail(line: bytes, err: EventError) -> str:
             f"{err.field} holds an invalid JSON value"
     message, pos = found
     if _non_finite_at(line, pos):
+        err.value = _non_finite_text(line, pos)
         return "value is not a finite number (NaN and Infinity are not JSON numbers)"
     at = f" at column {pos + 1}" if pos >= 0 else ""
     return f"malformed JSON{at}: {message}"
+
+
+def line_error(number: int, line: bytes, err: EventError) -> dict[str, Any]:
+    """The report of a bad stream line: its number, field, what is wrong and the value."""
+    try:
+        detail = line_detail(line, err)
+    except Exception:  # describing a bad line must never fail a stream
+        detail = err.message
+    item: dict[str, Any] = {"line": number, "field": err.field, "detail": detail}
+    if err.value is not None:
+        item["value"] = err.value
+    return item

@@ -11,6 +11,7 @@ from .learner import LearnerService
 async def describe(learner: LearnerService) -> dict[str, Any]:
     model = learner.model
     stats = await learner.stats()
+    rows, unflushed = await learner.shared_rows()
     cfg = model.optimizer.config()
     registry = model.registry
     return {
@@ -18,14 +19,16 @@ async def describe(learner: LearnerService) -> dict[str, Any]:
         "params": {**cfg["params"], **cfg.get("extra", {})},
         "field_l1": {registry.name(int(k)): v for k, v in cfg["field_l1"].items()},
         "field_l2": {registry.name(int(k)): v for k, v in cfg["field_l2"].items()},
-        "rows": stats.version,
+        "rows": rows,
+        "unflushed_rows": unflushed,
         "nnz": stats.nnz,
         "coordinates": stats.coordinates,
         "l1_norm": stats.l1_norm,
         "logloss": _finite(model.metrics.logloss),
         "auc": _finite(model.metrics.auc),
-        "model_version": stats.version,
+        "model_version": rows,
         "state_store": learner.store.url,
+        "worker": learner.store.status().get("worker"),
         "features": {**model.options.to_dict(), "strict": learner.settings.strict,
                      "interactions": [registry.name(p[2]) for p in registry.pairs]},
         "fields": list(registry.names),

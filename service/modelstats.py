@@ -50,6 +50,9 @@ class ModelStats:
     fields: dict[str, dict[str, float]] = field(default_factory=dict)
     abs_w_counts: list[int] = field(default_factory=list)
     calibration_buckets: list[dict[str, float]] = field(default_factory=list)
+    #: with --admit / --evict-idle / --max-coordinates: per field name, admitted, refused
+    #: and evicted (running totals) and live coordinates; None without bounds
+    bounded_fields: dict[str, dict[str, int]] | None = None
 
     def summary(self) -> dict[str, Any]:
         """The ``/v1/variants`` entry."""
@@ -61,7 +64,8 @@ class ModelStats:
     def details(self) -> dict[str, Any]:
         """The dashboard's entry: the summary, per-field figures and the distributions."""
         return {**self.summary(), "fields": self.fields, "abs_w_counts": self.abs_w_counts,
-                "calibration_buckets": self.calibration_buckets}
+                "calibration_buckets": self.calibration_buckets,
+                "bounded_fields": self.bounded_fields}
 
 
 def abs_w_edges() -> list[float]:
@@ -101,6 +105,8 @@ def compute(frozen: _Frozen) -> ModelStats:
             hist += np.bincount(np.clip(idx, 0, ABS_W_BINS - 1).astype(np.int64),
                                 minlength=ABS_W_BINS)
     sp = counter.result(frozen.registry)
+    bounded = None if opt.bounds is None else bounded_fields(
+        opt.bounds.per_field(), counter.coords, frozen.registry)
     cfg = opt.config()
     m = frozen.metrics
     return ModelStats(
@@ -109,7 +115,20 @@ def compute(frozen: _Frozen) -> ModelStats:
         params={**cfg["params"], **cfg.get("extra", {})}, rows=m.rows,
         logloss=finite(m.logloss), auc=finite(m.auc), calibration=finite(m.calibration),
         fields=sp.fields, abs_w_counts=hist.tolist(),
-        calibration_buckets=m.calibration_buckets(CALIBRATION_BUCKETS))
+        calibration_buckets=m.calibration_buckets(CALIBRATION_BUCKETS),
+        bounded_fields=bounded)
+
+
+def bounded_fields(counts: dict[int, dict[str, int]], live: np.ndarray,
+                   registry: FieldRegistry) -> dict[str, dict[str, int]]:
+    """Per field name: the bounds' counters and the live coordinates (from the same pass
+    over the table as the sparsity figures), for every field with any of them, in field id
+    order. A field whose features were all refused or evicted shows with live 0."""
+    ids = sorted(set(counts) | {int(f) for f in np.flatnonzero(live)})
+    zero = {"admitted": 0, "refused": 0, "evicted": 0}
+    return {registry.name(f): {**counts.get(f, zero),
+                               "live": int(live[f]) if f < live.size else 0}
+            for f in ids}
 
 
 def finite(x: float) -> float | None:

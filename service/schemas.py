@@ -13,8 +13,9 @@ from ftrl_core.limits import MAX_ABS_VALUE, MAX_WEIGHT
 
 FeatureValue = str | Annotated[float, Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)] | \
     list[str] | None
-Label = Annotated[Literal[0, 1, -1] | bool, Field(description=(
-    "1: a click; 0: none (-1 and false also mean 0, true means 1)"))]
+Label = Annotated[Literal[0, 1], Field(description=(
+    "1: a click; 0: none. A JSON number equal to 0 or 1 (1.0 is accepted: JSON has one "
+    "number type); -1, true, false and strings are refused"))]
 Weight = Annotated[float | None, Field(ge=0, le=MAX_WEIGHT, description=(
     "importance weight, 0 to 1e6 (null or absent: 1)"))]
 
@@ -42,7 +43,7 @@ class PredictEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    label: Label | None = None
+    label: Any = Field(None, description="ignored, whatever its value")
     features: dict[str, FeatureValue] = Field(min_length=1, description=_FEATURES_DOC)
     weight: Weight = 1.0
     id: str | None = None
@@ -54,6 +55,8 @@ class TrainRequest(BaseModel):
 
 class PredictRequest(BaseModel):
     events: list[PredictEvent]
+    log: bool = Field(False, description="also remember the events that carry an `id` as "
+                      "shown, as /v1/impressions does (their `ts` is read as there)")
 
 
 class TrainResponse(BaseModel):
@@ -73,6 +76,7 @@ class StreamError(BaseModel):
     line: int = Field(description="1-based line number in the stream")
     field: str
     detail: str
+    value: str | None = Field(None, description="the bad value's JSON text (cut)")
 
 
 class StreamResponse(BaseModel):
@@ -89,14 +93,21 @@ class ModelInfo(BaseModel):
     params: dict[str, float | str]
     field_l1: dict[str, float]
     field_l2: dict[str, float]
-    rows: int
+    rows: int = Field(description="events the model has learned; with a shared store, "
+                                  "read from the store: every worker's flushed events, the "
+                                  "same from every worker once flushed")
+    unflushed_rows: int = Field(description="events this worker learned whose deltas the "
+                                            "shared store has not confirmed yet (0 with "
+                                            "the memory store)")
     nnz: int
     coordinates: int
     l1_norm: float
-    logloss: float | None
+    logloss: float | None = Field(description="this worker's progressive logloss")
     auc: float | None
-    model_version: int
+    model_version: int = Field(description="the same as rows")
     state_store: str
+    worker: str | None = Field(None, description="this worker's id in a shared store (its "
+                                                 "flush ids; kept by its data directory)")
     features: dict[str, Any]
     fields: list[str]
     memory: dict[str, float]
@@ -131,8 +142,17 @@ class StatsResponse(BaseModel):
     model_version: int | None
     sampled_at: float | None
     abs_w_edges: list[float]
-    models: list[dict[str, Any]]
+    models: list[dict[str, Any]] = Field(description=(
+        "every learner, the primary first: its /v1/variants summary, `fields` (per field "
+        "name: coordinates, nnz, l1), `abs_w_counts`, `calibration_buckets`, and "
+        "`bounded_fields`: null without --admit/--evict-idle/--max-coordinates, else per "
+        "field name {admitted, refused, evicted, live} (running totals of features given "
+        "a coordinate, occurrences refused one, coordinates dropped; coordinates stored "
+        "now)"))
     history: dict[str, Any]
+    field_ids: dict[str, int] | None = Field(None, description=(
+        "field ids in use, their capacity, and the feature occurrences learned in the "
+        "overflow field that fields past the capacity share"))
 
 
 class FeatureWeight(BaseModel):
@@ -175,6 +195,7 @@ class EventErrorItem(BaseModel):
     index: int | None = Field(description="0-based position in events (null: the body)")
     field: str
     detail: str
+    value: str | None = Field(None, description="the bad value's JSON text (cut)")
 
 
 class InvalidEventsProblem(Problem):
@@ -191,8 +212,88 @@ class InvalidParametersProblem(Problem):
     errors: list[ParameterErrorItem]
 
 
-_COMPONENTS = (TrainRequest, PredictRequest, Problem, InvalidEventsProblem,
-               InvalidParametersProblem)
+class ImpressionEvent(BaseModel):
+    """An item shown: scored now, learned when the join says (``--join-policy``)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"example": {
+        "id": "imp-1", "ts": 1767225600.0, "features": {"site": "a.com", "price": 0.37}}})
+
+    id: str = Field(min_length=1, description="unique per impression, at most 128 UTF-8 "
+                                              "bytes; feedback names it")
+    ts: float | None = Field(None, ge=0, description="seconds since the epoch (event "
+                             "time), at most a day ahead of the service's clock (a 422 "
+                             "otherwise); absent: the arrival time")
+    features: dict[str, FeatureValue] = Field(min_length=1, description=_FEATURES_DOC)
+
+
+class ImpressionsRequest(BaseModel):
+    events: list[ImpressionEvent]
+
+
+class FeedbackEvent(BaseModel):
+    id: str = Field(min_length=1, description="the impression's id")
+    ts: float | None = Field(None, ge=0, description="seconds since the epoch, at most a "
+                             "day ahead of the service's clock (a 422 otherwise); absent: "
+                             "the arrival time")
+    label: Literal[0, 1] = Field(1, description="1: a click; 0: close the impression as a "
+                                                "negative now")
+
+
+class FeedbackRequest(BaseModel):
+    events: list[FeedbackEvent]
+
+
+class FeedbackResponse(BaseModel):
+    joined: int = Field(description="clicks joined to a pending impression")
+    closed: int = Field(description="impressions closed by a label 0")
+    late: int = Field(description="ids whose window had passed")
+    unknown: int = Field(description="ids never seen (or closed too long ago to tell)")
+    repeated: int = Field(description="second clicks on an impression (not joined again)")
+    forwarded: int = Field(0, description="with a Redis store: clicks for ids this worker "
+                           "does not hold, published for the worker that does")
+    model_version: int
+
+
+class DelayHistogram(BaseModel):
+    le: list[float | str] = Field(description="bucket upper bounds in seconds")
+    counts: list[int]
+
+
+class JoinStatus(BaseModel):
+    policy: str
+    window_seconds: float
+    max_pending: int
+    negative_rate: float
+    pending: int
+    impressions: int
+    duplicates: int = Field(description="impressions whose id was pending or closed already")
+    joined: int
+    expired: int = Field(description="impressions closed by their window")
+    closed_early: int = Field(description="closed by --max-pending")
+    closed_by_label: int
+    late: int
+    unknown: int
+    repeated_clicks: int
+    learned_positives: int
+    learned_negatives: int
+    negatives_dropped: int = Field(description="by --negative-rate")
+    pending_bytes: int
+    bytes_per_pending: float
+    watermark: float | None = Field(description="newest event time seen")
+    arrival_clock: float | None
+    click_delay_seconds: DelayHistogram
+    forwarded: int = Field(0, description="Redis store: clicks published for other workers")
+    marks_matched: int = Field(0, description="Redis store: clicks other workers published "
+                               "for impressions this worker holds")
+    worker: str | None = Field(None, description="Redis store: this worker's id (the "
+                               "counters above are this worker's)")
+    cluster: dict[str, float | int] | None = Field(
+        None, description="Redis store: every worker's counters as last reported (each "
+        "reports every second), summed; unmatched_clicks = forwarded - marks_matched")
+
+
+_COMPONENTS = (TrainRequest, PredictRequest, ImpressionsRequest, FeedbackRequest, Problem,
+               InvalidEventsProblem, InvalidParametersProblem)
 _REF = "#/components/schemas/{model}"
 
 
@@ -206,11 +307,23 @@ def components() -> dict[str, Any]:
     return out
 
 
-def request_body(model: type[BaseModel], media_type: str = "application/json"
-                 ) -> dict[str, Any]:
-    """``openapi_extra`` for a route that reads its body itself."""
-    return {"requestBody": {"required": True, "content": {
+def request_body(model: type[BaseModel], media_type: str = "application/json",
+                 headers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads its body (and ``headers``) itself."""
+    out: dict[str, Any] = {"requestBody": {"required": True, "content": {
         media_type: {"schema": {"$ref": _REF.format(model=model.__name__)}}}}}
+    if headers:
+        out["parameters"] = headers
+    return out
+
+
+#: the ``Idempotency-Key`` request header (``learner.idempotency``)
+IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "makes a retry safe: a key seen within the dedupe window (600 s by "
+                   "default) gets its first answer again and is not learned twice",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128,
+               "pattern": "^[\\x21-\\x7e]+$"}}
 
 
 NDJSON_BODY = {"requestBody": {"required": True, "content": {"application/x-ndjson": {
@@ -221,18 +334,24 @@ NDJSON_BODY = {"requestBody": {"required": True, "content": {"application/x-ndjs
 
 _PROBLEM_DESCRIPTIONS = {
     400: "Malformed JSON", 401: "Missing credentials", 403: "Invalid credentials",
-    409: "Conflict", 413: "Body (or stream line) too large", 415: "Unsupported media type",
-    422: "Invalid events", 500: "Unexpected failure", 503: "Not ready",
+    408: "Body (or stream line) too slow (--body-timeout)", 409: "Conflict",
+    413: "Body (or stream line) too large", 415: "Unsupported media type",
+    422: "Invalid events", 500: "Unexpected failure",
+    501: "Not available with this state store or worker count", 503: "Not ready",
 }
 
 
-def problems(*codes: int, invalid: type[Problem] = InvalidEventsProblem
-             ) -> dict[int | str, dict[str, Any]]:
-    """``responses`` entries for problem statuses (422 uses ``invalid``'s schema)."""
+def problems(*codes: int, invalid: type[Problem] = InvalidEventsProblem,
+             keyed: bool = False) -> dict[int | str, dict[str, Any]]:
+    """``responses`` entries for problem statuses (422 uses ``invalid``'s schema; with
+    ``keyed``, a route that takes an Idempotency-Key, a plain problem too: the key was
+    used for another body)."""
     out: dict[int | str, dict[str, Any]] = {}
     for code in (*codes, 500):
         model = invalid if code == 422 else Problem
+        schema: dict[str, Any] = {"$ref": _REF.format(model=model.__name__)}
+        if code == 422 and keyed:
+            schema = {"anyOf": [schema, {"$ref": _REF.format(model=Problem.__name__)}]}
         out[code] = {"description": _PROBLEM_DESCRIPTIONS[code], "content": {
-            "application/problem+json": {"schema": {"$ref": _REF.format(
-                model=model.__name__)}}}}
+            "application/problem+json": {"schema": schema}}}
     return out

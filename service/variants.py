@@ -23,12 +23,13 @@ Each variant shares the primary's field registry and feature options (it sees th
 and records no feature names. With a shared state store (Redis), variants stay local to
 their worker: they learn that worker's share of the traffic.
 
-Snapshots: a variant is saved beside the primary as ``variant-<slug>.ctr`` (the name with
-every run of characters outside ``[A-Za-z0-9._]`` made ``-``). On a restart from
-``--model-in DIR/model.ctr`` a variant resumes from ``DIR/variant-<slug>.ctr`` when that file
-has the same learner and has learned as many events as the primary; otherwise it starts
-empty (and the log says why). Without ``--model-in`` (a fresh model, or a primary loaded
-from a shared store's state) every variant starts empty.
+Checkpoints: a variant is saved beside the primary as ``variant-<slug>.ctr`` (the name with
+every run of characters outside ``[A-Za-z0-9._]`` made ``-``). On a restart from a data
+directory, or from ``--model-in DIR/model.ctr``, a variant resumes from its file when that
+file has the same learner and has learned as many events as the primary; otherwise it
+starts empty (and the log says why); the write-ahead log after the checkpoint is learned
+by the variants as by the primary. A primary loaded from a shared store's state starts
+every variant empty.
 """
 
 from __future__ import annotations
@@ -151,11 +152,14 @@ class Variant:
 
 def build_variant(spec: VariantSpec, primary: Model) -> Variant:
     """A fresh variant of ``primary``: the spec's learner, the primary's per-field
-    overrides, registry and feature options."""
+    overrides, registry, feature options and memory bounds (its own filter and ages, so
+    its memory is bounded as the primary's is)."""
     cls = OPTIMIZERS[spec.optimizer]
     prim = primary.optimizer
     field_l2 = prim.field_l2_overrides if cls.l2_param is not None else {}
     optimizer = cls(field_l1=prim.field_l1_overrides, field_l2=field_l2, **spec.params)
+    if prim.bounds is not None:
+        optimizer.set_bounds(prim.bounds.fresh())
     model = Model(optimizer, primary.registry, primary.options, primary.data_format,
                   keep_names=False)
     return Variant(spec, model)
@@ -175,6 +179,24 @@ def open_variants(specs: list[VariantSpec], primary: Model, folder: Path | None
     return out
 
 
+def resume_variants(specs: list[VariantSpec], primary: Model, saved: dict[str, Model]
+                    ) -> list[Variant]:
+    """The variants of ``specs``, resumed from a checkpoint's ``saved`` (file name ->
+    model) where a matching one is there."""
+    out = []
+    for spec in specs:
+        variant = build_variant(spec, primary)
+        model = saved.get(spec.filename)
+        if model is None:
+            log.info("variant %s starts empty (not in the checkpoint)", variant.name)
+        else:
+            resumed = _adopt(variant, primary, model, "the checkpoint")
+            if resumed is not None:
+                variant.model = resumed
+        out.append(variant)
+    return out
+
+
 def _resume(fresh: Variant, primary: Model, path: Path) -> Model | None:
     if not path.exists():
         log.info("variant %s starts empty (no %s)", fresh.name, path)
@@ -184,16 +206,20 @@ def _resume(fresh: Variant, primary: Model, path: Path) -> Model | None:
     except ModelFileError as exc:
         log.warning("variant %s starts empty: %s", fresh.name, exc)
         return None
+    return _adopt(fresh, primary, saved, str(path))
+
+
+def _adopt(fresh: Variant, primary: Model, saved: Model, where: str) -> Model | None:
     if saved.optimizer.config() != fresh.model.optimizer.config():
         log.warning("variant %s starts empty: %s holds another learner (%s)", fresh.name,
-                    path, saved.optimizer.config())
+                    where, saved.optimizer.config())
         return None
     if saved.rows != primary.rows:
         log.warning("variant %s starts empty: %s learned %d events, the primary %d",
-                    fresh.name, path, saved.rows, primary.rows)
+                    fresh.name, where, saved.rows, primary.rows)
         return None
     saved.registry = primary.registry
     saved.options = primary.options
     saved.names = None
-    log.info("variant %s resumed from %s (%d events)", fresh.name, path, saved.rows)
+    log.info("variant %s resumed from %s (%d events)", fresh.name, where, saved.rows)
     return saved

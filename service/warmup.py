@@ -18,7 +18,7 @@ _EVENTS = [
     {"label": 1, "features": {"site": "a.com", "price": 0.37, "tags": ["x", "y"], "c9": ""},
      "weight": 1.0, "id": "warm-1"},
     {"label": 0, "features": {"site": "b.org", "price": 2, "tags": [], "c9": None}},
-    {"label": -1, "features": {"site": "caf\\u00e9", "n": -1.5e-3}},
+    {"label": 0.0, "features": {"site": "caf\\u00e9", "n": -1.5e-3}},
 ]
 
 
@@ -33,8 +33,10 @@ def warm_up(model: Model, strict: bool) -> None:
     lines = b"\n".join(msgspec.json.encode(e) for e in _EVENTS) + b"\n{bad\n"
     model.learn(parse_events(lines, train_fmt, require_label=True).batch)
     predict_fmt = JsonlFormat(copy.deepcopy(model.registry), options)
-    batch = parse_event_array(body, predict_fmt, require_label=False).batch
+    batch = parse_event_array(body, predict_fmt, require_label=False, ignore_label=True).batch
     model.predict(batch)
     model.sparsity()
     model.top_features(3)
+    if model.optimizer.bounds is not None:
+        model.optimizer.bounds.warm_up(model.optimizer.stride)
     _ = model.metrics.auc, model.metrics.logloss

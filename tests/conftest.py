@@ -28,7 +28,7 @@ def ctr_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
     """One ``ctr serve --alpha 0.2`` (memory store, snapshots on) for the whole session; its
     model accumulates whatever the tests send, so exact comparisons use ``fresh_server``."""
     workdir = tmp_path_factory.mktemp("ctr_server")
-    server = start_server(workdir, "--alpha", "0.2", "--snapshot-dir", str(workdir / "snap"))
+    server = start_server(workdir, "--alpha", "0.2", "--data-dir", str(workdir / "data"))
     yield server
     server.stop()
 

@@ -72,7 +72,7 @@ def build_app(workdir: Path) -> Any:
     from service.app import create_app
     from service.settings import Settings
 
-    return create_app(Settings(alpha=0.2, snapshot_dir=workdir / "snapshots",
+    return create_app(Settings(alpha=0.2, data_dir=workdir / "data",
                                snapshot_every=0, max_body_bytes=1 << 20))
 
 

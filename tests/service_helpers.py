@@ -47,3 +47,14 @@ async def running_app(settings: Settings | None = None, *, wait_ready: bool = Tr
         async with httpx.AsyncClient(transport=transport, base_url="http://ctr.test") as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
+
+
+async def wait_ready_status(client: Any, status: int, seconds: float = 10.0) -> dict[str, Any]:
+    """Poll /readyz until it answers ``status``; its body."""
+    deadline = anyio.current_time() + seconds
+    while True:
+        r = await client.get("/readyz")
+        if r.status_code == status:
+            return dict(r.json())
+        assert anyio.current_time() < deadline, r.text
+        await anyio.sleep(0.05)

@@ -194,7 +194,7 @@ def test_too_large_and_auth(fresh_server: Callable[..., ServerProcess]) -> None:
         with pytest.raises(PayloadTooLargeError) as e413:
             good.train(events(500))
         assert e413.value.status == 413
-        with pytest.raises(ConflictError):  # no --snapshot-dir
+        with pytest.raises(ConflictError):  # no --data-dir
             good.snapshot()
         assert anon.health() == {"status": "ok"} and anon.ready()
     r = httpx.post(server.url + "/v1/train", json={"events": []})
@@ -238,6 +238,7 @@ class Scripted(http.server.BaseHTTPRequestHandler):
 
     script: ClassVar[list[object]] = []
     seen: ClassVar[list[str]] = []
+    keys: ClassVar[list[str | None]] = []  # the Idempotency-Key of each request
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
@@ -248,6 +249,7 @@ class Scripted(http.server.BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         Scripted.seen.append(self.path)
+        Scripted.keys.append(self.headers.get("idempotency-key"))
         step = Scripted.script.pop(0) if Scripted.script else (200, {}, b"{}")
         if step == "drop":  # read the request, then close without a word
             self.close_connection = True
@@ -270,7 +272,7 @@ def scripted() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    Scripted.script, Scripted.seen = [], []
+    Scripted.script, Scripted.seen, Scripted.keys = [], [], []
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -309,11 +311,26 @@ def test_never_retries_4xx(scripted: str) -> None:
     assert len(Scripted.seen) == 1
 
 
-def test_train_is_not_retried_once_sent(scripted: str) -> None:
-    Scripted.script = ["drop", TRAINED]
+def test_train_is_retried_with_its_key(scripted: str) -> None:
+    """A batch the server may have received (the connection dropped after sending) is
+    sent again with the same Idempotency-Key, and so is one answered 409 (its first
+    attempt not yet durable): the server learns it once. Each batch has its own key."""
+    conflict = (409, {"retry-after": "0"}, b'{"title":"Idempotency-Key in use",'
+                                           b'"status":409}')
+    Scripted.script = ["drop", conflict, TRAINED, TRAINED]
+    with CTRClient(scripted, retries=3, backoff=0.001) as c:
+        assert c.train(events(1)).p == [0.25]
+        assert c.train(events(1), idempotency_key="mine").p == [0.25]
+    first = Scripted.keys[0]
+    assert first and Scripted.keys[:3] == [first] * 3
+    assert Scripted.keys[3] == "mine"
+
+
+def test_stream_is_not_retried_once_sent(scripted: str) -> None:
+    Scripted.script = ["drop", (200, {}, b'{"accepted":1,"rejected":0,"errors":[]}')]
     with CTRClient(scripted, retries=3, backoff=0.001) as c:
         with pytest.raises(CTRConnectionError) as err:
-            c.train(events(1))  # the server may have learned it: never twice
+            c.stream(iter(events(1)))  # no key: the server may have learned it
         assert err.value.sent
         assert len(Scripted.seen) == 1
         Scripted.script = ["drop", (200, {}, b'{"p":[0.5],"uncertainty":[0.1]}')]

@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from ftrl_core.stores.redis_state import IDENTITY_KEYS
-from ftrl_core.stores.urls import parse_state_url
 from service.cli import SUBCOMMANDS, build_parser
-from service.cli.learner_args import build_model
+from service.learner_options import LearnerOptions
 from service.settings import Settings
 from service.startup import check_startup
+from service.stores.redis.state import IDENTITY_KEYS
+from service.stores.urls import parse_state_url
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -116,33 +116,17 @@ def effective_settings(service: dict[str, Any], args: argparse.Namespace,
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
 
-def learner_namespace(args: argparse.Namespace) -> argparse.Namespace:
-    """The learner and feature flags of a non-serve command, as ``build_model`` wants them
-    (flags it does not have are None: the defaults)."""
-    from service.cli.learner_args import FEATURE_FLAGS, LEARNER_FLAGS
-
-    ns = argparse.Namespace()
-    for flag in LEARNER_FLAGS:
-        setattr(ns, f"opt_{flag[2:]}", getattr(args, f"opt_{flag[2:]}", None))
-    for name in ("optimizer", "rate", *FEATURE_FLAGS):
-        setattr(ns, name, getattr(args, name, None))
-    ns.field_l1 = list(getattr(args, "field_l1", None) or [])
-    ns.field_l2 = list(getattr(args, "field_l2", None) or [])
-    ns.keep_names = getattr(args, "keep_names", None) is not False
-    return ns
-
-
 def model_identity(service: dict[str, Any], args: argparse.Namespace,
                    monkeypatch: pytest.MonkeyPatch) -> tuple[tuple[str, ...], str, dict[str, Any]]:
     """(shards, model name, the config the store compares) of a service's `ctr` command."""
     if args.command in SETTINGS_COMMANDS:
         settings = effective_settings(service, args, monkeypatch)
-        state, name, ns = settings.state, settings.model_name, settings.learner_namespace()
+        state, name, opts = settings.state, settings.model_name, settings.learner_options()
     else:
-        state, name, ns = args.state, args.model_name, learner_namespace(args)
+        state, name, opts = args.state, args.model_name, LearnerOptions.from_args(args)
     # a fresh model as both build one (service.startup.model_builder): events are JSON, so
     # the "jsonl" format
-    config = build_model(ns, "jsonl").config()
+    config = opts.build_model("jsonl").config()
     return parse_state_url(state).shards, name, {k: config.get(k) for k in IDENTITY_KEYS}
 
 

@@ -24,11 +24,11 @@ from redis_servers import RedisServer, start_redis
 
 from ftrl_core.model import Model
 from ftrl_core.readers import open_reader
-from ftrl_core.stores import RedisState, snapshot
 from service.cli import main
+from service.redis_streams import ConsumerError, ConsumerOptions, StreamConsumer, consume
+from service.redis_streams.seen import SeenWindow
 from service.settings import Settings
-from service.streams import ConsumerError, ConsumerOptions, StreamConsumer, consume
-from service.streams.seen import SeenWindow
+from service.stores.redis import RedisState, snapshot
 
 pytestmark = pytest.mark.redis
 
@@ -126,6 +126,45 @@ def test_one_consumer_learns_what_ctr_train_learns(source: RedisServer, tmp_path
                                atol=1e-12)
 
 
+def learned_as_train_admits(tmp_path: Path, items: list[dict[str, Any]], metrics: Path
+                            ) -> dict[str, Any]:
+    """A consumer's ``--metrics-json`` (1,500 events, ``--admit bloom:2``, nothing idle long
+    enough to evict) against ``ctr train --admit bloom:2`` on the same events in order: the
+    same progressive logloss, admitted and refused; returns ``ctr train``'s metrics."""
+    data = write_jsonl(tmp_path / "events.jsonl", items)
+    train = tmp_path / "train.json"
+    assert main(["train", str(data), "--format", "jsonl", "--alpha", "0.2", "--quiet",
+                 "--admit", "bloom:2", "--metrics-json", str(train)]) == 0
+    got, want = json.loads(metrics.read_text()), json.loads(train.read_text())
+    assert got["learned"] == 1500
+    assert got["progressive_logloss"] == pytest.approx(want["logloss"], abs=1e-12, rel=0)
+    assert (got["admitted"], got["refused"]) == (want["admitted"], want["refused"])
+    assert got["evicted"] == 0
+    return want  # type: ignore[no-any-return]
+
+
+def test_the_bounded_memory_flags_and_variables(source: RedisServer, tmp_path: Path,
+                                               redis_shards: list[RedisServer],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ctr consume --admit bloom:2`` with ``CTR_EVICT_IDLE``: one consumer learns what
+    ``ctr train --admit bloom:2`` learns; the stored model keeps both bounds; Redis holds
+    the admitted coordinates only."""
+    items = events(1500, seed=5)
+    xadd(source.client(), items)  # type: ignore[arg-type]
+    state = ",".join(s.url for s in redis_shards)
+    monkeypatch.setenv("CTR_EVICT_IDLE", "100000")
+    out = tmp_path / "consume.json"
+    assert run(source, state, "--alpha", "0.2", "--admit", "bloom:2", "--batch-size", "200",
+               "--sync-every-events", "450", "--claim-idle-ms", "10000", metrics=out) == 0
+    monkeypatch.delenv("CTR_EVICT_IDLE")
+    want = learned_as_train_admits(tmp_path, items, out)
+    held = sum(s.client().hlen(k) for s in redis_shards
+               for k in s.client().scan_iter(match="ctr:default:b:*"))
+    assert held == want["live_coordinates"]
+    config = json.loads(redis_shards[0].client().get("ctr:default:config"))["config"]
+    assert (config["admit"], config["evict_idle"]) == ("bloom:2", "100000")
+
+
 def test_dead_letters_name_the_field_and_value(source: RedisServer) -> None:
     good = events(5, seed=4)
     bad: list[dict[str, Any] | bytes | str] = [
@@ -136,6 +175,7 @@ def test_dead_letters_name_the_field_and_value(source: RedisServer) -> None:
         json.dumps({"label": 1, "features": {"site": "a"}, "colour": "red"}),  # --strict
         json.dumps({"features": {"site": "a"}}),  # no label
         "",
+        '{"label": 1, "features": {"a": "x"}, "z": ' + "[" * 3000 + "]" * 3000 + "}",
     ]
     client = source.client()
     ids = xadd(client, [good[0], *bad, *good[1:]])  # type: ignore[list-item]
@@ -144,20 +184,22 @@ def test_dead_letters_name_the_field_and_value(source: RedisServer) -> None:
     assert model_rows(source.url) == 5
     letters = client.xrange(f"{STREAM}:dead")
     reasons = [f[b"reason"].decode() for _, f in letters]
-    assert len(letters) == 8 and pending(client) == 0
-    assert [f[b"source_id"] for _, f in letters[:7]] == ids[1:8]
+    assert len(letters) == 9 and pending(client) == 0
+    assert [f[b"source_id"] for _, f in letters[:8]] == ids[1:9]
     assert "malformed JSON at column 38" in reasons[0], reasons
     assert reasons[1] == ("features.price: value is not a finite number (NaN and Infinity "
                           "are not JSON numbers) (got NaN)")
     assert reasons[2].startswith("features.price: ") and reasons[2].endswith("(got -Infinity)")
-    assert reasons[3] == "label: label is not 0/1 (or -1/1) (got 2)"
+    assert reasons[3] == "label: label is not 0 or 1 (got 2)"
     assert reasons[4] == 'colour: unknown key (got "red")'
     assert reasons[5].startswith("label: label is missing")
     assert reasons[6] == "event: the event is empty"
-    assert "no 'event' field" in reasons[7]
+    # (--strict: "z" is an unknown key, and the event is then read as a whole)
+    assert reasons[7] == "event: malformed JSON at column 1066: nested deeper than 1024 levels"
+    assert "no 'event' field" in reasons[8]
     assert letters[3][1][b"event"] == bad[3].encode()  # type: ignore[union-attr]
     stats = client.hgetall(f"{STREAM}:stats:{GROUP}")
-    assert stats[b"dead_letters"] == b"8" and stats[b"learned"] == b"5"
+    assert stats[b"dead_letters"] == b"9" and stats[b"learned"] == b"5"
 
 
 def test_duplicate_ids_are_skipped(source: RedisServer) -> None:
@@ -347,11 +389,11 @@ def test_batch_refused_whole_is_learned_one_by_one(source: RedisServer,
 
     original = LearnerService.learn_lines
 
-    async def refuse_poison(self: LearnerService, piece: bytes) -> Any:
+    async def refuse_poison(self: LearnerService, piece: bytes, durable: bool = True) -> Any:
         if b"poison" in piece:
             raise Problem(422, "too-many-fields", "more than 1023 distinct fields; nothing "
                                                   "was learned")
-        return await original(self, piece)
+        return await original(self, piece, durable)
 
     monkeypatch.setattr(LearnerService, "learn_lines", refuse_poison)
     items: list[dict[str, Any]] = events(10, seed=13)

@@ -143,6 +143,9 @@ def test_dashboard_shows_what_the_api_says_and_moves(browser: Browser, server: S
     assert page.get_by_test_id("summary").locator("tbody tr").count() == 4
     assert page.get_by_test_id("scatter").locator("circle").count() == 4
     assert page.get_by_test_id("fields").locator("tbody tr").count() >= 39
+    in_use = len(api(server.url, "/v1/model")["fields"])
+    assert page.get_by_test_id("fields-note").inner_text() == \
+        f"{in_use} of 1,022 field ids in use"
     assert page.get_by_test_id("auth-message").is_hidden()
     before = check_numbers_match(page, server.url)
 
@@ -208,3 +211,135 @@ def test_dashboard_says_when_the_key_is_refused(browser: Browser, keyed_server: 
     # the key is kept for the next visit
     assert page.evaluate("localStorage.getItem('ctr-dashboard-api-key')") == KEY
     page.close()
+
+
+def test_dashboard_shows_the_overflow_field(browser: Browser, workdir: Path) -> None:
+    """Past the last free field id, later fields share the overflow field: the page says
+    so, with the feature occurrences learned there, and lists the field in the table."""
+    s = start_server(workdir / "overflow", "--stats-every", "0.5")
+    try:
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            for start in range(0, 1100, 100):
+                events = [{"label": i % 2, "features": {f"junk{start + i}": "x"}}
+                          for i in range(100)]
+                assert c.post("/v1/train", json={"events": events}).status_code == 200
+        page = open_dashboard(browser, s.url)
+        wait_for_version(page, 1100)
+        page.wait_for_function("document.querySelector('[data-testid=fields-note]')"
+                               "?.textContent.includes('(overflow)')", timeout=30_000)
+        note = page.get_by_test_id("fields-note").inner_text()
+        assert note.startswith("1,022 of 1,022 field ids in use")
+        assert "80 feature occurrences learned there" in note  # junk1020 .. junk1099
+        assert page.locator("tr.overflow td").first.inner_text() == "(overflow)"
+        assert not page.errors  # type: ignore[attr-defined]
+        page.close()
+    finally:
+        s.stop()
+
+
+def test_dashboard_shows_bounded_memory_per_field(browser: Browser, server: ServerProcess,
+                                                  workdir: Path, shots: Path) -> None:
+    """With --admit and --max-coordinates the page lists, per field, the admitted, refused,
+    evicted and live coordinates that /v1/stats gives; without bounds the card is hidden."""
+    s = start_server(workdir / "bounded", "--admit", "bloom:2", "--max-coordinates", "400",
+                     "--stats-every", "0.5")
+    try:
+        train(s.url, 2000, seed=15)
+        page = open_dashboard(browser, s.url)
+        wait_for_version(page, 2000)
+        page.get_by_test_id("bounded-card").wait_for(state="visible", timeout=10_000)
+        models = api(s.url, "/v1/stats")["models"]
+        assert models[0]["rows"] == 2000
+        expected = models[0]["bounded_fields"]
+        rows = page.get_by_test_id("bounded").locator("tbody tr")
+        assert rows.count() == len(expected) >= 39
+        evicted = 0
+        for i in range(rows.count()):
+            row = rows.nth(i)
+            name = row.get_attribute("data-field") or ""
+            got = {k: int(row.locator(f"td[data-col={k}]").get_attribute("data-value") or -1)
+                   for k in ("admitted", "refused", "evicted", "live")}
+            assert got == expected[name], name
+            evicted += got["evicted"]
+        assert evicted > 0  # the cap was enforced: the column is not all zeros
+        assert sum(int(f["live"]) for f in expected.values()) == \
+            api(s.url, "/v1/model")["coordinates"]
+        page.screenshot(path=str(shots / "dashboard-bounded.png"), full_page=True)
+        assert not page.errors  # type: ignore[attr-defined]
+        page.close()
+    finally:
+        s.stop()
+    page = open_dashboard(browser, server.url)  # no bounds: no card
+    page.wait_for_selector("[data-testid=summary] tbody tr", timeout=30_000)
+    assert page.get_by_test_id("bounded-card").is_hidden()
+    page.close()
+
+
+def join_post(url: str, path: str, events: list[dict[str, Any]]) -> None:
+    r = httpx.post(url + path, json={"events": events}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def test_the_join_panel_shows_what_v1_join_says(browser: Browser, workdir: Path,
+                                                shots: Path) -> None:
+    """Impressions, clicks within the window (5 s and 30 s after), an impression an hour
+    of event time later that closes them, a late click and an unknown one: the panel's
+    figures are /v1/join's, and the rates come from the page's successive polls."""
+    s = start_server(workdir / "join", "--join-window", "60", "--stats-every", "0.5")
+    try:
+        page = open_dashboard(browser, s.url)
+        page.get_by_test_id("join-panel").wait_for(state="visible", timeout=30_000)
+        assert shown(page, "join-pending") == "0"
+        opened = time.monotonic()
+        feats = {"site": "s1", "ad": "a1"}
+        join_post(s.url, "/v1/impressions",
+                  [{"id": f"a{i}", "ts": 1000.0, "features": feats} for i in range(10)])
+        join_post(s.url, "/v1/feedback", [{"id": f"a{i}", "ts": 1005.0} for i in range(4)])
+        join_post(s.url, "/v1/feedback", [{"id": "a4", "ts": 1030.0}])
+        join_post(s.url, "/v1/impressions", [{"id": "b0", "ts": 4600.0, "features": feats}])
+        join_post(s.url, "/v1/feedback", [{"id": "a5", "ts": 4601.0}, {"id": "nope"}])
+        status = api(s.url, "/v1/join")
+        assert (status["pending"], status["joined"], status["expired"], status["late"],
+                status["unknown"]) == (1, 5, 10, 1, 1)
+        page.wait_for_function("document.querySelector('[data-testid=join-unknown]')"
+                               "?.getAttribute('data-value') === '1'", timeout=30_000)
+        elapsed = time.monotonic() - opened
+        for key in ("pending", "joined", "expired", "late", "unknown", "negatives_dropped"):
+            testid = "join-" + key.replace("_", "-")
+            assert int(shown(page, testid) or -1) == status[key], key
+        counts = status["click_delay_seconds"]["counts"]
+        assert counts[1] == 4 and counts[2] == 1 and sum(counts) == 5  # <= 10 s, <= 60 s
+        for i, n in enumerate(counts):
+            assert int(shown(page, f"join-delay-{i}-count") or -1) == n, i
+        assert page.get_by_test_id("join-delays").locator("tbody tr").count() == len(counts)
+        # rates over the page's polls (at least 1 s apart, all within `elapsed`): 5 joins
+        # and 10 expiries since the first poll
+        joins = float(shown(page, "join-joins-per-s") or "nan")
+        expiries = float(shown(page, "join-expiries-per-s") or "nan")
+        assert 5 / (elapsed + 1) <= joins <= 5.0
+        assert expiries == pytest.approx(2 * joins)
+        page.get_by_test_id("join-panel").screenshot(path=str(shots / "dashboard-join.png"))
+        assert not page.errors  # type: ignore[attr-defined]
+        page.close()
+    finally:
+        s.stop()
+
+
+def test_no_join_panel_with_prediction_workers(browser: Browser, workdir: Path) -> None:
+    """With the memory store and prediction workers (``--workers 2``) /v1/join answers 501
+    (the join runs with one worker or a Redis store): the panel stays hidden, the page asks
+    no more, and the rest of the page works."""
+    s = start_server(workdir / "workers", "--workers", "2", "--data-dir",
+                     str(workdir / "workers" / "data"), "--stats-every", "0.5")
+    try:
+        assert httpx.get(s.url + "/v1/join", timeout=30).status_code == 501
+        train(s.url, 500, seed=15)
+        page = open_dashboard(browser, s.url)
+        wait_for_version(page, 500)
+        page.wait_for_function("state.join.off === true", timeout=10_000)
+        assert page.get_by_test_id("join-panel").is_hidden()
+        assert page.get_by_test_id("auth-message").is_hidden()
+        assert not page.errors  # type: ignore[attr-defined]
+        page.close()
+    finally:
+        s.stop()

@@ -98,8 +98,12 @@ class DenseFTRL:
 
 
 class DenseRDA:
-    def __init__(self, p: dict[str, float], l1: np.ndarray, l2: np.ndarray) -> None:
+    def __init__(self, p: dict[str, float], l1: np.ndarray, l2: np.ndarray,
+                 bias_regularised: bool = False) -> None:
         self.p, self.l1 = p, l1
+        # enhanced RDA's gamma rho / sqrt(s) is part of the L1 threshold: the bias, not
+        # regularised unless --field-l1 names it, gets neither
+        self.rho = np.where((FIELDS == 0) & (not bias_regularised), 0.0, p["rho"])
         self.G = np.zeros(D)
         self.s = 0  # steps done
 
@@ -107,9 +111,9 @@ class DenseRDA:
         out = np.zeros(D)
         if self.s == 0:
             return out
-        gamma, rho, s = self.p["gamma"], self.p["rho"], self.s
+        gamma, s = self.p["gamma"], self.s
         for i in range(D):
-            lam = self.l1[i] + gamma * rho / math.sqrt(s)
+            lam = self.l1[i] + gamma * self.rho[i] / math.sqrt(s)
             if abs(self.G[i]) / s > lam:
                 out[i] = -(math.sqrt(s) / gamma) * (self.G[i] / s - lam * np.sign(self.G[i]))
         return out
@@ -232,9 +236,10 @@ def per_coordinate(
     return np.array([by_field[int(f)] for f in FIELDS])
 
 
-def setup(name: str, extra: dict[str, Any], scenario: str) -> tuple[Optimizer, Any, list[Any]]:
+def setup(name: str, extra: dict[str, Any], scenario: str,
+          variant: dict[str, float] | None = None) -> tuple[Optimizer, Any, list[Any]]:
     cls = OPTIMIZERS[name]
-    params = {**PARAMS[name], **VARIANTS.get((name, scenario), {})}
+    params = {**PARAMS[name], **VARIANTS.get((name, scenario), {}), **(variant or {})}
     field_l1: dict[int, float] = {}
     field_l2: dict[int, float] = {}
     if scenario == "zero_all":
@@ -248,19 +253,15 @@ def setup(name: str, extra: dict[str, Any], scenario: str) -> tuple[Optimizer, A
     opt = cls(field_l1=field_l1, field_l2=field_l2, **params, **extra)
     l1 = per_coordinate(cls, params, cls.l1_param, field_l1)
     l2 = per_coordinate(cls, params, cls.l2_param, field_l2)
-    ref = DENSE[name](params, l1, l2, **extra)
+    ref_extra = {"bias_regularised": 0 in field_l1} if name == "rda" else {}
+    ref = DENSE[name](params, l1, l2, **extra, **ref_extra)
     return opt, ref, make_stream(seed=SCENARIOS.index(scenario), huge=scenario == "huge")
 
 
 # -- the tests ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-@pytest.mark.parametrize(("name", "extra"), LEARNERS, ids=IDS)
-def test_sparse_path_equals_dense_reference(
-    name: str, extra: dict[str, Any], scenario: str
-) -> None:
-    opt, ref, rows = setup(name, extra, scenario)
+def run_against_reference(opt: Optimizer, ref: Any, rows: list[Any]) -> None:
     start = 0
     for size in (*CUTS[:2], 0, *CUTS[2:]):
         chunk = rows[start : start + size]
@@ -273,11 +274,124 @@ def test_sparse_path_equals_dense_reference(
     state = opt.state_of(KEYS)
     for column, expected in ref.state().items():
         np.testing.assert_allclose(state[column], expected, **TOL, err_msg=column)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize(("name", "extra"), LEARNERS, ids=IDS)
+def test_sparse_path_equals_dense_reference(
+    name: str, extra: dict[str, Any], scenario: str
+) -> None:
+    opt, ref, rows = setup(name, extra, scenario)
+    run_against_reference(opt, ref, rows)
     w = opt.weights(KEYS)
     if scenario == "zero_all":
         assert not w[1:].any()
     elif scenario == "plain":  # the stream exercises both sides of the threshold
         assert 0 < np.count_nonzero(w[1:]) < D - 1
+
+
+@pytest.mark.parametrize("bias_override", [False, True])
+def test_rda_bias_is_exempt_from_the_rho_threshold_unless_named(bias_override: bool) -> None:
+    """Enhanced RDA (rho > 0) thresholds every coordinate at lambda + gamma rho / sqrt(s);
+    the bias is exempt, as it is from lambda, unless --field-l1 names it (here with 0: the
+    threshold is then gamma rho / sqrt(s) alone)."""
+    params = {**PARAMS["rda"], "rho": 3.0}
+    field_l1 = {0: 0.0} if bias_override else {}
+    opt = OPTIMIZERS["rda"](field_l1=field_l1, **params)
+    l1 = per_coordinate(OPTIMIZERS["rda"], params, "lambda", field_l1)
+    ref = DenseRDA(params, l1, np.zeros(D), bias_regularised=bias_override)
+    run_against_reference(opt, ref, make_stream(seed=0))
+    g_bias = float(opt.state_of(KEYS[:1])["G"][0])
+    w_bias = float(opt.weights(KEYS[:1])[0])
+    threshold = params["gamma"] * params["rho"] / math.sqrt(STEPS)
+    assert abs(g_bias) / STEPS <= threshold  # (the stream makes it so)
+    if bias_override:
+        assert w_bias == 0.0
+    else:  # the same gradient sum, no threshold: the bias keeps a weight
+        assert w_bias == pytest.approx(-g_bias / (math.sqrt(STEPS) * params["gamma"]),
+                                       rel=1e-12)
+        assert w_bias != 0.0
+
+
+@pytest.mark.parametrize(("name", "extra"), LEARNERS, ids=IDS)
+def test_unlabelled_rows_are_predicted_in_place_and_not_learned(
+    name: str, extra: dict[str, Any]
+) -> None:
+    """A row without a label (NaN) gets the prediction the model makes at its place in the
+    stream, and changes nothing: learning the rest equals learning the labelled rows alone."""
+    opt, _, rows = setup(name, extra, "plain")
+    alone, _, _ = setup(name, extra, "plain")
+    rng = np.random.default_rng(5)
+    holes = set(rng.choice(len(rows), size=80, replace=False).tolist()) | {0, 1, 599}
+    mixed = [(r[0], r[1], math.nan, r[3]) if i in holes else r for i, r in enumerate(rows)]
+    p_mixed, _ = opt.learn(batch_of(mixed))
+    for i, row in enumerate(mixed):
+        if i in holes:
+            p_alone, _ = alone.predict(batch_of([row]))
+            assert p_mixed[i] == p_alone[0]
+        else:
+            assert alone.learn(batch_of([row]))[0][0] == p_mixed[i]
+    assert opt.steps == alone.steps == len(rows) - len(holes)
+    np.testing.assert_array_equal(opt.weights(KEYS), alone.weights(KEYS))
+
+
+@pytest.mark.parametrize(("name", "extra"), LEARNERS, ids=IDS)
+def test_base_margin_shifts_the_prediction(name: str, extra: dict[str, Any]) -> None:
+    """VW's initial prediction: the row's margin starts at its base; a base of 0 changes
+    nothing, and learning with a base equals the dense step whose margin starts there."""
+    opt, ref, rows = setup(name, extra, "plain")
+    rows = rows[:200]
+    base = np.random.default_rng(3).normal(0.0, 1.0, len(rows))
+    batch = batch_of(rows)
+    batch.base = base
+    p, _ = opt.learn(batch)
+    for i, row in enumerate(rows):
+        idx, vals, y, imp = row
+        x = merged(idx, vals)
+        w = ref.weights()
+        expected = sigmoid(base[i] + sum(w[k] * v for k, v in x.items()))
+        np.testing.assert_allclose(p[i], expected, **TOL)
+        g = np.zeros(D)
+        for k, v in x.items():
+            g[k] = (expected - y) * imp * v
+        ref.update(g)
+    zero = batch_of(rows[:5])
+    zero.base = np.zeros(5)
+    np.testing.assert_array_equal(opt.predict(zero)[0], opt.predict(batch_of(rows[:5]))[0])
+
+
+@pytest.mark.parametrize(("name", "extra"), LEARNERS, ids=IDS)
+def test_table_grows_from_new_keys_not_feature_occurrences(
+    name: str, extra: dict[str, Any]
+) -> None:
+    """A huge batch over few distinct keys leaves a table sized to those keys; one whose
+    keys are all new grows the table mid-batch, and learns what a table big enough from the
+    start learns."""
+    opt, _, rows = setup(name, extra, "plain")
+    many = rows * 200  # 120,000 rows over 31 coordinates
+    opt.learn(batch_of(many))
+    assert opt.table.capacity == 1024 and opt.table.size == D
+    # 5,000 new keys in one batch: the table grows while learning it
+    rng = np.random.default_rng(9)
+    keys = np.array([make_key(j % 5 + 1, np.uint64(10**6 + j), np.uint64(0))
+                     for j in range(5000)], dtype=np.uint64)
+    indptr = np.arange(0, 5001, 5)
+    labels = rng.integers(0, 2, 1000).astype(np.float64)
+    small, _, _ = setup(name, extra, "plain")
+    small.learn(batch_of(many))
+    big, _, _ = setup(name, extra, "plain")
+    big.learn(batch_of(many))
+    big.table.ensure_room(6000)
+    b = Batch.from_arrays(indptr, keys, np.ones(5000), labels=labels)
+    p_small, n_small = small.learn(b)
+    p_big, n_big = big.learn(b)
+    # grown while learning, just enough: the capacity before the last growth was too small
+    assert small.table.size == D + 5000 <= 0.8 * small.table.capacity
+    assert 0.8 * (small.table.capacity - 1) / 1.5 < small.table.size + 6
+    np.testing.assert_array_equal(p_small, p_big)
+    assert n_small == n_big == 5000
+    assert sorted(b.keys[small.last_new_pos].tolist()) == sorted(keys.tolist())
+    np.testing.assert_array_equal(small.weights(keys), big.weights(keys))
 
 
 @pytest.mark.parametrize("rate", ["global", "adaptive"])

@@ -20,7 +20,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> FuzzReport:
 def test_fuzz_covers_every_operation(report: FuzzReport) -> None:
     for op in ("POST /v1/train", "POST /v1/predict", "POST /v1/train/stream", "GET /v1/model",
                "GET /v1/model/features", "POST /v1/model/snapshot", "GET /v1/model/download",
-               "GET /healthz", "GET /readyz", "GET /metrics"):
+               "GET /healthz", "GET /readyz", "GET /metrics", "POST /v1/impressions",
+               "POST /v1/feedback", "GET /v1/join"):
         assert report.by_operation[op] > 0, op
     assert report.requests >= 100
     assert any(400 <= s < 500 for s in report.by_status)  # invalid input was generated

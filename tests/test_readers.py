@@ -21,7 +21,13 @@ import xxhash
 from datagen import criteo_lines
 
 from ftrl_core.batch import Batch
-from ftrl_core.fields import FieldRegistry
+from ftrl_core.fields import (
+    OVERFLOW_FIELD,
+    OVERFLOW_NAME,
+    OVERFLOW_SEED,
+    FieldRegistry,
+    TooManyFieldsError,
+)
 from ftrl_core.hashing import make_key, xxh64
 from ftrl_core.readers import (
     FORMATS,
@@ -160,7 +166,7 @@ def ref_vw(line: str) -> tuple[RefRow, list[str]]:
 def ref_event(ev: dict, drop_missing: bool = False) -> tuple[RefRow, list[str]]:  # type: ignore[type-arg]
     """A decoded JSON event (msgspec's view of the bytes)."""
     lab = ev.get("label")
-    row = RefRow(float("nan") if lab is None else float(lab in (1, True)),
+    row = RefRow(float("nan") if lab is None else float(lab == 1),
                  1.0 if ev.get("weight") is None else float(ev["weight"]))
     order = []
     for name, v in ev["features"].items():
@@ -304,7 +310,13 @@ def test_xxh64_is_bit_exact_with_the_reference() -> None:
 _DIGEST = """
 import hashlib, sys
 import numpy as np
-from ftrl_core.fields import FieldRegistry
+from ftrl_core.fields import (
+    OVERFLOW_FIELD,
+    OVERFLOW_NAME,
+    OVERFLOW_SEED,
+    FieldRegistry,
+    TooManyFieldsError,
+)
 from ftrl_core.readers import FeatureOptions, open_reader
 h = hashlib.sha256()
 for path in sys.argv[1:]:
@@ -565,13 +577,16 @@ BAD = [
     ("vw", "1 |a x:1e999", "a", "not a finite number"),
     ("vw", "1 |a x:nan", "a", "not a finite number"),
     ("vw", "1 |n:two x", "n", "not a finite number"),
-    ("vw", "1 | x:", "' '", "not a finite number"),
+    ("vw", "1 | x:1x", "' '", "not a finite number"),  # (VW drops the rest of the line)
+    ("vw", "1 |a x:-y", "a", "not a finite number"),
+    ("vw", "1 |a x:inf", "a", "not a finite number"),  # (VW takes infinity)
+    ("vw", "1 1 1e10 |a x", "initial prediction", "not a finite number"),
     ("vw", "1 1e200 |a x", "importance", "above"),
     ("vw", "1 |a x:2e9", "a", "beyond"),
     ("vw", "1 |a:1e5 x:1e5", "a", "beyond"),  # the value times the namespace's weight
     ("vw", "1 |new x:6e8 x:6e8", "new", "beyond"),  # summed repeats
-    ("vw", "1 1 1 'tag|a x", "label", "syntax error"),
-    ("vw", "1 a b", "", "syntax error"),
+    ("vw", "1 1 1 1 'tag|a x", "label", "syntax error"),  # label, importance, initial, ?
+    ("vw", "1 a b", "importance", "importance weight"),  # no bar: b is the tag
     ("jsonl", '{"label": 2, "features": {"a": "x"}}', "label", "label is not"),
     ("jsonl", '{"label": "1", "features": {"a": "x"}}', "label", "label is not"),
     ("jsonl", '{"label": 1, "weight": -1, "features": {"a": "x"}}', "weight", "weight"),
@@ -639,17 +654,33 @@ def test_too_many_features_and_fields(tmp_path: Path) -> None:
     reg.add_interactions([("a", "a")])
     with pytest.raises(BadLineError, match="too many features"):
         read_all(write(tmp_path, "p.vw", "1 |a w x y\n"), "vw", reg, opts)
-    # fields: 1,100 namespaces in one line; the registry holds 1,022 with the bias
+    # fields: 1,100 namespaces in one line; the registry holds 1,022 with the bias, the
+    # last being the overflow field that the namespaces past it share, keyed by their names
     many = "1 " + " ".join(f"|n{i} x" for i in range(1100)) + "\n1 |a x\n"
     reg = FieldRegistry()
-    _, reader = read_all(write(tmp_path, "f.vw", many), "vw", reg, skip_bad_lines=True)
-    assert reader.bad_lines[0].message == "too many distinct fields"
-    assert reg.names == ["bias", "a"]  # the bad line's fields were rolled back
+    batches, reader = read_all(write(tmp_path, "f.vw", many), "vw", reg)
+    assert reader.bad_line_count == 0 and len(reg) == 1022
+    assert reg.names[-1] == OVERFLOW_NAME and reg.has_overflow and "a" not in reg
+    assert int(OVERFLOW_SEED) == ref_seed(OVERFLOW_NAME) == int(reg.seeds[OVERFLOW_FIELD])
+    row = batch_rows(batches)[0]
+    assert len(row) == 1101  # 1,100 distinct features: the overflowed ones stay apart
+    overflow = [k for k in row if (k >> 54) - 1 == OVERFLOW_FIELD]
+    assert sorted(overflow) == sorted(
+        ref_key(OVERFLOW_FIELD, ref_token(f"n{i}", b"x")) for i in range(1020, 1100))
+    assert ref_key(OVERFLOW_FIELD, ref_token("a", b"x")) in batch_rows(batches)[1]
     events = "".join(f'{{"features": {{"k{i}": "x"}}}}\n' for i in range(1030))
     reg = FieldRegistry()
-    _, reader = read_all(write(tmp_path, "f.jsonl", events), "jsonl", reg, skip_bad_lines=True)
-    assert len(reg) == 1022 and reader.bad_line_count == 9
-    assert reader.bad_lines[0].field == "features.k1021"
+    batches, reader = read_all(write(tmp_path, "f.jsonl", events), "jsonl", reg)
+    assert len(reg) == 1022 and reader.bad_line_count == 0
+    rows = batch_rows(batches)
+    assert [k for k in rows[1025] if (k >> 54) - 1 == OVERFLOW_FIELD] == [
+        ref_key(OVERFLOW_FIELD, ref_token("k1025", b"x"))]
+    # a model's registry read back keeps the overflow field at its id
+    again = FieldRegistry.from_dict(reg.to_dict())
+    assert again.names == reg.names and again.has_overflow
+    assert again.seeds.tolist() == reg.seeds.tolist()
+    with pytest.raises(TooManyFieldsError):
+        again.add("another")
 
 
 def test_avazu_header_errors(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from ftrl_core.readers.jsonl import (
 )
 from ftrl_core.readers.rows import (
     E_EMPTY_FEATURES,
+    E_FIELD_NAME,
     E_LABEL,
     E_MISSING_LABEL,
     E_NUMBER,
@@ -52,6 +53,11 @@ ALPHABET = ["a", "b", "Z", "0", " ", "-", '"', "\\", "/", "\n", "\t", "\x01", "\
 
 def rand_text(rng: np.random.Generator, n_max: int = 8) -> str:
     return "".join(ALPHABET[i] for i in rng.integers(0, len(ALPHABET), rng.integers(0, n_max)))
+
+
+def name_text(rng: np.random.Generator) -> str:
+    text = "".join(c for c in rand_text(rng, 6) if not (ord(c) < 32 or 127 <= ord(c) < 160))
+    return text or "e"
 
 
 def rand_number(rng: np.random.Generator) -> int | float:
@@ -93,7 +99,7 @@ def rand_event(rng: np.random.Generator, fields: list[str]) -> dict[str, object]
     ev: dict[str, object] = {"features": feats}
     lab = rng.integers(0, 9)
     if lab < 7:
-        ev["label"] = [0, 1, -1, True, False, None, 1.0][lab]
+        ev["label"] = [0, 1, 0.0, 1e0, 0, None, 1.0][lab]
     if rng.random() < 0.3:
         ev["weight"] = [None, 0, 2, 0.25, 1e-300][rng.integers(0, 5)]
     if rng.random() < 0.5:
@@ -125,6 +131,14 @@ MUTATIONS = {
     "heavy": (lambda b: b.replace(b'"m": 7}', b'"m": 7}, "weight": 1e200'), E_WEIGHT),
     "label": (lambda b: b.replace(b'"m": 7}', b'"m": 7}, "label": 2'), E_LABEL),
     "label_str": (lambda b: b.replace(b'"m": 7}', b'"m": 7}, "label": "1"'), E_LABEL),
+    "label_minus_one": (lambda b: b.replace(b'"m": 7}', b'"m": 7}, "label": -1'), E_LABEL),
+    "label_true": (lambda b: b.replace(b'"m": 7}', b'"m": 7}, "label": true'), E_LABEL),
+    "label_nan": (lambda b: b.replace(b'"m": 7}', b'"m": 7}, "label": NaN'), E_SYNTAX),
+    "name_control": (lambda b: b.replace(b'"m": 7', b'"m\\u0007": 7'), E_FIELD_NAME),
+    "name_c1": (lambda b: b.replace(b'"m": 7', b'"m\xc2\x85": 7'), E_FIELD_NAME),
+    "name_long": (lambda b: b.replace(b'"m": 7', b'"' + b"m" * 257 + b'": 7'), E_FIELD_NAME),
+    "name_empty": (lambda b: b.replace(b'"m": 7', b'"": 7'), E_FIELD_NAME),
+    "name_reserved": (lambda b: b.replace(b'"m": 7', b'"(overflow)": 7'), E_FIELD_NAME),
     "weight": (lambda b: b.replace(b'"m": 7}', b'"m": 7}, "weight": -0.5'), E_WEIGHT),
     "empty": (lambda b: b.replace(b'{"m": 7}', b"{}"), E_EMPTY_FEATURES),
     "utf8": (lambda b: b.replace(b'"m": 7', b'"m": "\xff"'), E_SYNTAX),
@@ -145,7 +159,8 @@ MUTATIONS = {
 
 def test_random_events_agree_with_msgspec_and_the_reference() -> None:
     rng = np.random.default_rng(12)
-    fields = [rand_text(rng, 6) or "e" for _ in range(30)] + ["f1", "f2", "é", "\\"]
+    # field names without control characters (those are E_FIELD_NAME: see MUTATIONS)
+    fields = [name_text(rng) for _ in range(30)] + ["f1", "f2", "é", "\\", "m" * 256]
     lines: list[bytes] = []
     expect: list[int] = []  # 0 or the error code
     malformed: list[bool] = []  # not JSON to msgspec (syntax, bad UTF-8, overflow)
@@ -339,8 +354,9 @@ def test_concurrent_calls_share_one_registry() -> None:
 def test_labels_weights_and_numbers() -> None:
     reg = FieldRegistry()
     fmt = JsonlFormat(reg, FeatureOptions())
-    cases = [("1", 1.0), ("0", 0.0), ("-1", 0.0), ("1.0", 1.0), ("1e0", 1.0), ("-0", 0.0),
-             ("true", 1.0), ("false", 0.0), ("null", np.nan)]
+    # labels: JSON numbers equal to 0 or 1 (any spelling), null: none
+    cases = [("1", 1.0), ("0", 0.0), ("0.0", 0.0), ("1.0", 1.0), ("1e0", 1.0), ("-0", 0.0),
+             ("10e-1", 1.0), ("0E5", 0.0), ("null", np.nan)]
     body = "\n".join(f'{{"label": {lab}, "weight": {w}, "features": {{"n": {v}}}}}'
                      for (lab, _), w, v in zip(cases, ["0", "2.5", "null", "1e-3", "0.0",
                                                        "7", "1", "3", "1"],
@@ -357,6 +373,19 @@ def test_labels_weights_and_numbers() -> None:
                       [4.0]]
     res = parse_events(b'{"weight": 1e309, "features": {"a": 1}}', fmt, require_label=False)
     assert [(e.field, e.code) for e in res.errors] == [("weight", E_WEIGHT)]
+    # refused: -1 (VW's negative), booleans, strings, other numbers; NaN is not JSON
+    refused = ["-1", "true", "false", '"1"', "2", "0.5", "[1]", "NaN"]
+    res = parse_events("\n".join(f'{{"label": {lab}, "features": {{"a": 1}}}}'
+                                  for lab in refused).encode(), fmt, require_label=False)
+    assert [(e.index, e.field, e.code, e.value) for e in res.errors] == [
+        (i, "label", E_SYNTAX if lab == "NaN" else E_LABEL, lab)
+        for i, lab in enumerate(refused)]
+    # predictions ignore labels, whatever they are (Python's NaN included)
+    body = "\n".join(f'{{"label": {lab}, "features": {{"a": 1}}}}' for lab in refused)
+    arr = parse_event_array(f'{{"events": [{body.replace(chr(10), ",")}]}}'.encode(), fmt,
+                            require_label=False, ignore_label=True)
+    assert arr.ok and arr.batch.rows == len(refused)
+    assert np.isnan(arr.batch.labels).all()
 
 
 @pytest.mark.parametrize("value", [b"[]", b"[ ]", b"[\t]"])

@@ -19,9 +19,10 @@ from test_redis_state import build, check_seed_round_trip, learn
 from ftrl_core.model import Model
 from ftrl_core.optimizers import OPTIMIZERS
 from ftrl_core.readers import open_reader
-from ftrl_core.stores import IdentityError, RedisState, StateStoreError, snapshot
-from ftrl_core.stores.cluster import CLUSTER_GROUPS
-from ftrl_core.stores.urls import parse_state_url
+from service.stores import IdentityError, StoreError
+from service.stores.redis import RedisState, snapshot
+from service.stores.redis.cluster import CLUSTER_GROUPS
+from service.stores.urls import parse_state_url
 
 redis = pytest.mark.redis
 
@@ -41,7 +42,7 @@ redis = pytest.mark.redis
     ("nosuch://x", "unknown scheme"),
 ])
 def test_state_url_errors_name_the_value(url: str, message: str) -> None:
-    with pytest.raises(StateStoreError, match=re.escape(message)) as err:
+    with pytest.raises(StoreError, match=re.escape(message)) as err:
         parse_state_url(url)
     assert url in str(err.value)
 
@@ -99,14 +100,14 @@ def test_identity_and_group_count(redis_cluster: RedisCluster) -> None:
 @redis
 def test_a_cluster_node_as_a_standalone_shard_is_refused(redis_cluster: RedisCluster) -> None:
     for node in redis_cluster.nodes:
-        with pytest.raises(StateStoreError, match="redis\\+cluster://"):
+        with pytest.raises(StoreError, match="redis\\+cluster://"):
             RedisState(node.url, "wrong-scheme").attach(build())
 
 
 @redis
 def test_a_standalone_server_as_a_cluster_is_refused(redis_shards: list[RedisServer]) -> None:
     url = "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in redis_shards)
-    with pytest.raises(StateStoreError, match="cluster support disabled"):
+    with pytest.raises(StoreError, match="cluster support disabled"):
         RedisState(url, "not-a-cluster").attach(build())
 
 

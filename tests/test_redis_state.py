@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from redis_servers import RedisServer, ReplyDropper
 
+from ftrl_core.deltas import store_records
 from ftrl_core.fields import FieldRegistry
 from ftrl_core.model import Model
 from ftrl_core.optimizers import OPTIMIZERS
 from ftrl_core.readers import FeatureOptions, open_reader
-from ftrl_core.stores import IdentityError, RedisState, seed, snapshot
-from ftrl_core.stores.deltas import store_records
+from service.stores import IdentityError
+from service.stores.redis import FlushPolicy, RedisState, seed, snapshot
 
 pytestmark = pytest.mark.redis
 
@@ -28,8 +29,14 @@ def build(name: str = "ftrl", hash_bits: int = 0, **params: object) -> Model:
     return Model(opt, FieldRegistry(), FeatureOptions(hash_bits=hash_bits), "criteo")
 
 
+#: a flush after every batch (``ctr train --state``'s default)
+EVERY_BATCH = FlushPolicy(durable_locally=False)
+
+
 def learn(model: Model, data: Path, store: RedisState | None, batches: int = 4,
-          skip: int = 0) -> np.ndarray:
+          skip: int = 0, policy: FlushPolicy = EVERY_BATCH) -> np.ndarray:
+    """Learn ``batches`` of ``data`` as ``ctr train --state`` does: the store flushes when
+    ``policy`` says, and once at the end."""
     reader = open_reader(data, "criteo", model.registry, model.options, chunk_bytes=60_000)
     out = []
     for batch in itertools.islice(reader, skip, skip + batches):
@@ -38,6 +45,8 @@ def learn(model: Model, data: Path, store: RedisState | None, batches: int = 4,
         out.append(model.learn(batch).copy())
         if store is not None:
             store.after_learn(model, batch)
+            if policy.due(store.rows_pending, store.tracker.pending, 0.0):
+                store.sync(model)
     if store is not None:
         store.sync(model)
     return np.concatenate(out)
@@ -111,8 +120,9 @@ def test_sync_every_events_and_resume_from_redis(criteo_file: Path,
                                                  redis_shards: list[RedisServer]) -> None:
     """Two processes one after the other (a fresh cache reads what the first flushed)."""
     p_mem = learn(build(), criteo_file, None, batches=6)
-    first = RedisState(url(redis_shards), "resume", sync_every_events=700)
-    p1 = learn(first.attach(build()), criteo_file, first, batches=3)
+    first = RedisState(url(redis_shards), "resume")
+    p1 = learn(first.attach(build()), criteo_file, first, batches=3,
+               policy=FlushPolicy(every_events=700, durable_locally=False))
     second = RedisState(url(redis_shards), "resume")
     model = second.attach(build())
     assert model.rows == 3 * 0 + first.model.rows  # type: ignore[union-attr]
@@ -159,7 +169,7 @@ def test_learning_while_a_flush_is_in_flight_stays_exact(
     """The service learns while its flush is on the wire (prepare, learn more, then
     roundtrip and apply): one worker still predicts exactly as the memory store."""
     p_mem = learn(build(name), criteo_file, None, batches=5)
-    store = RedisState(url(redis_shards), f"overlap-{name}", sync_every_events=1 << 62)
+    store = RedisState(url(redis_shards), f"overlap-{name}")
     model = store.attach(build(name))
     out = []
     for i, batch in enumerate(batches(model, criteo_file, 5)):
@@ -191,8 +201,8 @@ def test_flush_merged_under_a_worker_that_went_on_learning(
     so it must be the sum of every learning step's increments, whichever worker made it,
     and A's cache must end equal to it. (One, two and three columns: the merge script has a
     path for each.)"""
-    a_state = RedisState(url(redis_shards), f"merge-{name}", sync_every_events=1 << 62)
-    b_state = RedisState(url(redis_shards), f"merge-{name}", sync_every_events=1 << 62)
+    a_state = RedisState(url(redis_shards), f"merge-{name}")
+    b_state = RedisState(url(redis_shards), f"merge-{name}")
     a = a_state.attach(build(name))
     b = b_state.attach(build(name))
     cols = a.optimizer.state_names
@@ -304,3 +314,39 @@ def test_ctr_train_state_redis_matches_memory(criteo_file: Path, tmp_path: Path,
                  "--model-name", "cli"]) == 2  # already holds state: refused
     assert main(["load-state", str(tmp_path / "m.ctr"), "--state", url(redis_shards),
                  "--model-name", "copy"]) == 0
+
+
+def test_a_staged_flush_is_completed_once(criteo_file: Path,
+                                          redis_shards: list[RedisServer]) -> None:
+    """A consumer that died in a flush it had staged, having reached shard 1 only: another
+    process finds the staged copy, completes it (shard 0 applies it now, shard 1 does not
+    apply it again), and the shared state equals the memory store's."""
+    from service.stores.redis import staging, transport
+
+    memory = build()
+    learn(memory, criteo_file, None, batches=2)
+    dead = RedisState(url(redis_shards), "staged")
+    model = dead.attach(build())
+    learn(model, criteo_file, dead, batches=1)
+    (batch,) = batches(model, criteo_file, 2)[1:]
+    dead.before_learn(model, batch)
+    model.learn(batch)
+    dead.after_learn(model, batch)
+    flight = dead.prepare()
+    assert flight is not None and set(flight.calls) == {0, 1}
+    staging.stage(dead, flight)
+    transport.roundtrip(dead, {1: flight.calls[1][0]})  # then the process dies
+    dead.close()
+    other = RedisState(url(redis_shards), "staged")
+    other.attach(build())
+    assert not other.flush_applied(flight.flush_id)  # shard 0 has not seen it
+    assert staging.settled(other, flight.flush_id)  # completed now
+    assert staging.settled(other, flight.flush_id)  # and not staged any more
+    transport.roundtrip(other, {1: flight.calls[1][0]})  # a resend changes nothing
+    shared = snapshot(other)
+    keys = memory.optimizer.table.keys()
+    for name in memory.optimizer.state_names:
+        np.testing.assert_array_equal(shared.optimizer.state_of(keys)[name],
+                                      memory.optimizer.state_of(keys)[name], err_msg=name)
+    assert shared.rows == memory.rows
+    other.close()

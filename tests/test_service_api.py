@@ -88,8 +88,9 @@ async def test_bad_batch_is_rejected_whole(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/train", json={"events": events})
     body = assert_problem(r, 422, "invalid-events")
     assert body["errors"] == [
-        {"index": 2, "field": "label", "detail": body["errors"][0]["detail"]},
-        {"index": 4, "field": "weight", "detail": body["errors"][1]["detail"]}]
+        {"index": 2, "field": "label", "detail": body["errors"][0]["detail"], "value": "2"},
+        {"index": 4, "field": "weight", "detail": body["errors"][1]["detail"],
+         "value": '"heavy"'}]
     assert "label" in body["errors"][0]["detail"] and body["error_count"] == 2
     assert await model_state(client) == before  # nothing learned, no field registered
 
@@ -98,7 +99,11 @@ async def test_bad_batch_is_rejected_whole(client: httpx.AsyncClient) -> None:
     ('{"label": 1, "features": {"price": NaN}}', "features.price", "finite"),
     ('{"label": 1, "features": {"price": -Infinity}}', "features.price", "finite"),
     ('{"label": 1, "features": {"price": 1e999}}', "features.price", "finite"),
-    ('{"label": 2, "features": {"a": "x"}}', "label", "0/1"),
+    ('{"label": 2, "features": {"a": "x"}}', "label", "0 or 1"),
+    ('{"label": -1, "features": {"a": "x"}}', "label", "0 or 1"),
+    ('{"label": true, "features": {"a": "x"}}', "label", "0 or 1"),
+    ('{"label": NaN, "features": {"a": "x"}}', "label", "finite"),
+    ('{"label": 1, "weight": NaN, "features": {"a": "x"}}', "weight", "finite"),
     ('{"features": {"a": "x"}}', "label", "missing"),
     ('{"label": 1, "weight": "1.0", "features": {"a": "x"}}', "weight", "weight"),
     ('{"label": 1, "features": {}}', "features", "empty"),
@@ -164,7 +169,7 @@ async def test_unknown_key_only_in_strict_mode(client: httpx.AsyncClient) -> Non
         r = await strict.post("/v1/train", json={"events": [event]})
         body = assert_problem(r, 422, "invalid-events")
         assert body["errors"][0] == {"index": 0, "field": "colour",
-                                     "detail": body["errors"][0]["detail"]}
+                                     "detail": body["errors"][0]["detail"], "value": '"red"'}
 
 
 @pytest.mark.parametrize("raw", [

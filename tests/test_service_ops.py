@@ -13,6 +13,7 @@ from service_helpers import running_app, some_events
 from ftrl_core.model import Model
 from service.app import create_app
 from service.settings import Settings
+from service.stores import StoreConfigError, checkpoints
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +35,8 @@ async def test_readyz_before_and_after_startup() -> None:
         r = await client.post("/v1/train", json={"events": []})
         assert r.status_code == 503
     async with running_app(Settings()) as client:
-        assert (await client.get("/readyz")).json() == {"status": "ok"}
+        ready = (await client.get("/readyz")).json()
+        assert ready["status"] == "ok" and ready["store"]["healthy"] is True
 
 
 async def test_metrics() -> None:
@@ -122,37 +124,49 @@ async def test_model_info_and_download(tmp_path: Path) -> None:
 async def test_snapshots(tmp_path: Path) -> None:
     async with running_app(Settings()) as client:
         r = await client.post("/v1/model/snapshot")
-        assert r.status_code == 409 and r.json()["type"].endswith("/no-snapshot-dir")
-    snap_dir = tmp_path / "snaps"
-    async with running_app(Settings(snapshot_dir=snap_dir, snapshot_every=0)) as client:
+        assert r.status_code == 409 and r.json()["type"].endswith("/no-data-dir")
+    data = tmp_path / "data"
+    async with running_app(Settings(data_dir=data, snapshot_every=0)) as client:
         await client.post("/v1/train", json={"events": some_events(120)})
         r = await client.post("/v1/model/snapshot")
-        assert r.json() == {"path": str(snap_dir / "model.ctr"), "model_version": 120,
-                            "rows": 120}
+        written = r.json()
+        assert written["model_version"] == written["rows"] == 120
+        assert Path(written["path"]) == checkpoints.current(data)
         await client.post("/v1/train", json={"events": some_events(30, seed=9)})
-    # the lifespan's shutdown wrote the final snapshot
-    assert Model.load(snap_dir / "model.ctr").rows == 150
-    assert [p.name for p in snap_dir.iterdir()] == ["model.ctr"]  # no temporary files left
-    # a fresh model must not overwrite a snapshot silently
-    with pytest.raises(ValueError, match="--model-in"):
-        async with running_app(Settings(snapshot_dir=snap_dir)):
-            pass
-    settings = Settings(snapshot_dir=snap_dir, model_in=snap_dir / "model.ctr")
-    async with running_app(settings) as client:
+    # the lifespan's shutdown wrote the final checkpoint, and only it is left
+    final = checkpoints.load(data)
+    assert final is not None and final.model.rows == 150
+    current = checkpoints.current(data)
+    assert current is not None
+    assert sorted(p.name for p in data.iterdir()) == sorted(["CURRENT", "LOCK", "wal",
+                                                            current.name])
+    assert not list(data.glob("*.tmp"))
+    # a restart on the data directory resumes it (no --model-in)
+    async with running_app(Settings(data_dir=data)) as client:
         assert (await client.get("/v1/model")).json()["model_version"] == 150
+    # --model-in into a data directory that holds a model is refused, not overwritten
+    Model.from_config(final.model.config()).save(tmp_path / "other.ctr")
+    with pytest.raises(StoreConfigError, match="drop --model-in"):
+        async with running_app(Settings(data_dir=data, model_in=tmp_path / "other.ctr")):
+            pass
 
 
 async def test_periodic_snapshots(tmp_path: Path) -> None:
     import anyio
 
-    async with running_app(Settings(snapshot_dir=tmp_path, snapshot_every=0.05)) as client:
+    async with running_app(Settings(data_dir=tmp_path, snapshot_every=0.05)) as client:
         await client.post("/v1/train", json={"events": some_events(10)})
         for _ in range(200):
-            if (tmp_path / "model.ctr").exists():
+            found = checkpoints.load(tmp_path)
+            if found is not None and found.model.rows == 10:
                 break
             await anyio.sleep(0.02)
-        assert Model.load(tmp_path / "model.ctr").rows == 10
-        metrics = (await client.get("/metrics")).text
+        assert found is not None and found.model.rows == 10
+        for _ in range(100):  # counted once its writing thread is back
+            metrics = (await client.get("/metrics")).text
+            if "ctr_snapshots_total 1.0" in metrics:
+                break
+            await anyio.sleep(0.02)
         assert "ctr_snapshots_total 1.0" in metrics
 
 

@@ -5,6 +5,7 @@ state; a shard that is down refuses training (503) while predictions keep servin
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import anyio
 import numpy as np
 import pytest
 from redis_servers import RedisServer
-from service_helpers import running_app, some_events
+from service_helpers import running_app, some_events, wait_ready_status
 
 from service.settings import Settings
 
@@ -84,11 +85,10 @@ async def test_workers_share_one_field_numbering(redis_shards: list[RedisServer]
     """JSON fields are numbered by first appearance; two workers meeting them in other
     orders must still give each feature one key: the ids are claimed in Redis, and a worker
     whose new fields were numbered otherwise renumbers and parses its batch again."""
-    from ftrl_core.stores import open_state
-    from ftrl_core.stores.bulk import snapshot
+    from service.stores.redis import RedisState, snapshot
 
     def events(fields: list[str], n: int, seed: int) -> list[dict[str, Any]]:
-        return [{"label": (i * 7 + seed) % 3 == 0,
+        return [{"label": int((i * 7 + seed) % 3 == 0),
                  "features": {f: f"{f}{(i + seed) % 5}" for f in fields}} for i in range(n)]
 
     batches = [("a", events(["x"], 40, 1)), ("b", events(["y", "x"], 40, 2)),
@@ -109,8 +109,7 @@ async def test_workers_share_one_field_numbering(redis_shards: list[RedisServer]
             assert r.status_code == 200, r.text
         names = {k: list(c.app.state.learner.model.registry.names)  # type: ignore[attr-defined]
                  for k, c in apps.items()}
-    stored = open_state(state)
-    assert stored is not None
+    stored = RedisState(state)
     try:
         shared = snapshot(stored)
     finally:
@@ -132,7 +131,7 @@ async def test_snapshot_holds_every_worker_state(redis_shards: list[RedisServer]
     events = some_events(1200, seed=8)
     probe = some_events(40, seed=98)
     state = url(redis_shards)
-    async with running_app(settings(state=state, snapshot_dir=tmp_path)) as a, \
+    async with running_app(settings(state=state, data_dir=tmp_path)) as a, \
             running_app(settings(state=state)) as b:
         await train_all(a, events[:400])
         await train_all(b, events[400:])  # a's cache has not seen these coordinates
@@ -140,12 +139,12 @@ async def test_snapshot_holds_every_worker_state(redis_shards: list[RedisServer]
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == len(events)
         cache_keys = a.app.state.learner.model.optimizer.table.size  # type: ignore[attr-defined]
-    saved = Model.load(Path(r.json()["path"]))
+    saved = Model.load(Path(r.json()["path"]) / "model.ctr")
     assert saved.rows == len(events)
     assert saved.optimizer.table.size > cache_keys
     async with running_app(settings(state=state)) as c:  # loads the whole shared state
         shared_p = (await c.post("/v1/predict", json={"events": probe})).json()["p"]
-    async with running_app(settings(model_in=Path(r.json()["path"]))) as d:
+    async with running_app(settings(model_in=Path(r.json()["path"]) / "model.ctr")) as d:
         file_p = (await d.post("/v1/predict", json={"events": probe})).json()["p"]
     assert file_p == pytest.approx(shared_p, abs=1e-12, rel=0)
 
@@ -160,28 +159,30 @@ async def test_refused_identity(redis_shards: list[RedisServer]) -> None:
 
 
 async def test_shard_down_refuses_training_and_keeps_predicting(
-        redis_shards: list[RedisServer]) -> None:
+        redis_shards: list[RedisServer], tmp_path: Path) -> None:
+    """A shard that stops answering makes the store degraded within a couple of seconds:
+    /readyz 503, training refused with 503 having learned nothing, predictions served."""
     events = some_events(600, seed=7)
     probe = {"events": events[:20]}
-    async with running_app(settings(state=url(redis_shards))) as client:
+    async with running_app(settings(state=url(redis_shards), data_dir=tmp_path)) as client:
         await train_all(client, events[:300])
         redis_shards[1].stop()
-        # the cache holds every coordinate, so a batch is learned without asking Redis; its
-        # flush fails: its deltas stay pending and the store is degraded
-        r = await client.post("/v1/train", json={"events": events[300:450]})
-        assert r.status_code == 200, r.text
+        ready = await wait_ready_status(client, 503, seconds=3.0)
+        assert ready["type"].endswith("/store-unavailable")
+        assert ready["store"]["healthy"] is False
+        assert ready["store"]["shards_down"] == [redis_shards[1].url]
         before = (await client.post("/v1/predict", json=probe)).json()["p"]
-        r = await client.post("/v1/train", json={"events": events[450:]})
+        rows = (await client.get("/metrics")).text.count("")  # a scrape works while degraded
+        assert rows
+        r = await client.post("/v1/train", json={"events": events[300:450]})
         assert r.status_code == 503, r.text
         assert r.headers["retry-after"] and r.json()["type"].endswith("/store-unavailable")
+        assert "nothing was learned" in r.json()["detail"]
         r = await client.post("/v1/predict", json=probe)
         assert r.status_code == 200 and r.json()["p"] == before
-        ready = (await client.get("/readyz")).json()
-        assert ready["store"]["healthy"] is False
-        assert ready["store"]["rows_pending"] == 150  # the batch learned, not confirmed
+        assert r.json()["model_version"] == 300  # nothing of the refused batch was learned
         metrics = (await client.get("/metrics")).text
         assert "ctr_store_healthy 0.0" in metrics
-        assert "ctr_store_rows_unflushed 150.0" in metrics
 
 
 def restart(server: RedisServer) -> RedisServer:
@@ -207,43 +208,60 @@ def restart(server: RedisServer) -> RedisServer:
             time.sleep(0.02)
 
 
-async def test_shard_down_and_back_loses_nothing(redis_shards: list[RedisServer]) -> None:
-    """A flush that fails keeps its deltas; training is refused (503) until the shard is
-    back, predictions keep serving; then the pending flush is applied once on each shard
-    (the shard that took it before the failure does not take it twice)."""
+async def post_until_accepted(client: Any, events: list[dict[str, Any]],
+                              seconds: float = 30.0) -> None:
+    """POST one batch as a client does: a 503 learned nothing, so it is sent again (after
+    its Retry-After, shortened here) until it is accepted."""
+    deadline = anyio.current_time() + seconds
+    while True:
+        r = await client.post("/v1/train", json={"events": events})
+        if r.status_code == 200:
+            return
+        assert r.status_code == 503 and anyio.current_time() < deadline, r.text
+        await anyio.sleep(float(r.headers["retry-after"]) / 10)
+
+
+async def test_shard_down_and_back_loses_nothing(redis_shards: list[RedisServer],
+                                                 tmp_path: Path) -> None:
+    """A shard (AOF) killed and restarted under a worker with a data directory: batches
+    accepted before the failure was seen are in the worker's log and their flush is kept;
+    while degraded, training is refused having learned nothing; the shard back, the
+    worker recovers with no traffic at all (its retry timer), applies the kept flush once
+    on each shard, and Redis ends equal to the memory store on the same batches."""
     for s in redis_shards:  # AOF, so the restarted shard keeps its state
         s.client().config_set("appendonly", "yes")
+        s.client().config_set("appendfsync", "always")
     events = some_events(600, seed=7)
     probe = {"events": some_events(20, seed=8)}
-    accepted = [events[:200], events[:200], events[200:400]]
+    chunks = [events[i:i + 100] for i in range(0, 600, 100)]
     async with running_app(settings()) as client:
-        for chunk in accepted:
-            await train_all(client, chunk, size=200)
+        for chunk in chunks:
+            await train_all(client, chunk, size=100)
         expected = (await client.post("/v1/predict", json=probe)).json()["p"]
     back = None
     try:
-        async with running_app(settings(state=url(redis_shards), sync_every_events=250)
-                               ) as client:
-            await train_all(client, accepted[0], size=200)  # 200 rows pending
-            redis_shards[1].stop()
-            await train_all(client, accepted[1], size=200)  # cached keys; flush fails
-            ready = (await client.get("/readyz")).json()
-            assert ready["status"] == "degraded" and ready["store"]["rows_pending"] == 400
-            before = (await client.post("/v1/predict", json=probe)).json()["p"]
-            r = await client.post("/v1/train", json={"events": accepted[2]})
-            assert r.status_code == 503, r.text
-            assert r.headers["retry-after"] == "1"
-            assert r.json()["type"].endswith("/store-unavailable")
-            r = await client.post("/v1/predict", json=probe)
-            assert r.status_code == 200 and r.json()["p"] == before
-            back = restart(redis_shards[1])
-            for _ in range(20):  # the client retries after Retry-After
-                r = await client.post("/v1/train", json={"events": accepted[2]})
-                if r.status_code != 503:
+        async with running_app(settings(state=url(redis_shards), data_dir=tmp_path,
+                                        sync_every_events=150)) as client:
+            await post_until_accepted(client, chunks[0])  # 100 rows pending
+            redis_shards[1].proc.kill()
+            redis_shards[1].proc.wait()
+            rest = chunks[1:]
+            for _ in range(2):  # accepted (in the worker's log) until the failure is seen
+                r = await client.post("/v1/train", json={"events": rest[0]})
+                if r.status_code != 200:
+                    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
                     break
-                await anyio.sleep(float(r.headers["retry-after"]) / 4)
-            assert r.status_code == 200, r.text
-            assert (await client.get("/readyz")).json()["status"] == "ok"
+                rest.pop(0)
+            ready = await wait_ready_status(client, 503, seconds=3.0)
+            assert ready["store"]["rows_pending"] == 100 * (6 - len(rest))
+            r = await client.post("/v1/train", json={"events": rest[0]})
+            assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+            assert "nothing was learned" in r.json()["detail"]
+            back = restart(redis_shards[1])
+            ready = await wait_ready_status(client, 200, seconds=10.0)  # no traffic needed
+            assert ready["store"]["rows_pending"] < 150  # the kept flush landed
+            for chunk in rest:
+                await post_until_accepted(client, chunk)
             got = (await client.post("/v1/predict", json=probe)).json()["p"]
             assert got == pytest.approx(expected, abs=1e-12, rel=0)
         # what Redis holds is what the memory store learned (a second app loads it)
@@ -254,6 +272,38 @@ async def test_shard_down_and_back_loses_nothing(redis_shards: list[RedisServer]
     finally:
         if back is not None:
             back.stop()
+
+
+async def test_without_a_data_dir_an_answer_waits_for_its_flush(
+        redis_shards: list[RedisServer]) -> None:
+    """Without a data directory a batch is durable only once its flush is applied: a flush
+    that cannot land makes the request 503 (not-yet-durable) although it was learned; its
+    resend with the same Idempotency-Key waits (409) and then gets the first answer once
+    the kept flush lands: the batch counts once."""
+    events = some_events(300, seed=17)
+    async with running_app(settings(state=url(redis_shards))) as client:
+        await train_all(client, events[:100])
+        redis_shards[1].proc.send_signal(signal.SIGSTOP)  # frozen: the flush hangs
+        try:
+            r = await client.post("/v1/train", json={"events": events[100:200]},
+                                  headers={"Idempotency-Key": "batch-2"})
+            assert r.status_code == 503, r.text
+            assert r.json()["type"].endswith("/not-yet-durable")
+            r = await client.post("/v1/train", json={"events": events[100:200]},
+                                  headers={"Idempotency-Key": "batch-2"})
+            assert r.status_code == 409 and r.headers["retry-after"] == "1", r.text
+        finally:
+            redis_shards[1].proc.send_signal(signal.SIGCONT)
+        for _ in range(200):
+            r = await client.post("/v1/train", json={"events": events[100:200]},
+                                  headers={"Idempotency-Key": "batch-2"})
+            if r.status_code == 200:
+                break
+            assert r.status_code in (409, 503), r.text
+            await anyio.sleep(0.1)
+        assert r.status_code == 200 and r.headers["idempotent-replayed"] == "true"
+        assert r.json()["accepted"] == 100
+        assert (await client.get("/v1/model")).json()["rows"] == 200
 
 
 def test_ctr_serve_two_workers(redis_shards: list[RedisServer], tmp_path: Path) -> None:
@@ -301,31 +351,81 @@ def test_ctr_serve_two_workers(redis_shards: list[RedisServer], tmp_path: Path) 
     assert abs(metrics["logloss"] - single["logloss"]) < 0.015
 
 
-async def test_background_flush(redis_shards: list[RedisServer]) -> None:
-    """With --sync-every-ms, deltas do not wait for the next batch."""
-    async with running_app(settings(state=url(redis_shards), sync_every_ms=100)) as client:
+async def test_background_flush(redis_shards: list[RedisServer], tmp_path: Path) -> None:
+    """With a data directory answers do not wait for flushes; with --sync-every-ms the
+    deltas do not wait for the next batch either."""
+    async with running_app(settings(state=url(redis_shards), data_dir=tmp_path,
+                                    sync_every_ms=300)) as client:
         events = some_events(200, seed=4)
         await train_all(client, events[:100])
         await train_all(client, events[100:])
         store = (await client.get("/readyz")).json()["store"]
-        assert store["rows_pending"] > 0  # not yet: 100 ms since the last flush
+        assert store["rows_pending"] > 0  # not yet: 300 ms since the first was learned
         flushes = store["flushes"]
-        await anyio.sleep(0.4)
+        await anyio.sleep(0.8)
         store = (await client.get("/readyz")).json()["store"]
         assert store["rows_pending"] == 0 and store["flushes"] == flushes + 1
+        assert (await client.get("/v1/model")).json()["rows"] == 200
 
 
 async def test_model_in_seeds_an_empty_store(redis_shards: list[RedisServer],
                                              tmp_path: Path) -> None:
     events = some_events(1000, seed=12)
     probe = {"events": some_events(30, seed=13)}
-    async with running_app(settings(snapshot_dir=tmp_path)) as client:
+    async with running_app(settings()) as client:
         await train_all(client, events)
         expected = (await client.post("/v1/predict", json=probe)).json()["p"]
+        r = await client.get("/v1/model/download")
     model_in = tmp_path / "model.ctr"
+    model_in.write_bytes(r.content)
     state = url(redis_shards)
     for model_file in (model_in, None):  # seeds Redis; then starts from Redis alone
         async with running_app(settings(state=state, model_in=model_file)) as client:
             got = (await client.post("/v1/predict", json=probe)).json()["p"]
             assert (await client.get("/v1/model")).json()["rows"] == 1000
         assert got == pytest.approx(expected, abs=1e-12, rel=0)
+
+
+async def test_workers_agree_on_the_overflow_field(redis_shards: list[RedisServer]) -> None:
+    """Past the last free field id, later fields share the overflow field in every worker:
+    the shared numbering (the Redis CLAIM script) opens it at the same id, so two workers
+    filling the registry in other orders still give each feature one key, the memory
+    store's."""
+    from ftrl_core.fields import OVERFLOW_FIELD, OVERFLOW_NAME
+    from ftrl_core.hashing import MAX_FIELDS
+    from service.stores.redis import RedisState, snapshot
+
+    def batch(names: list[str]) -> list[dict[str, Any]]:
+        return [{"label": i % 2, "features": {n: "v", "common": str(i % 3)}}
+                for i, n in enumerate(names)]
+
+    a_names = [f"a{i}" for i in range(600)]
+    b_names = [f"b{i}" for i in range(600)]
+    batches = []
+    for k in range(0, 600, 100):  # interleaved: both reach the last id at about once
+        batches += [("a", batch(a_names[k:k + 100])), ("b", batch(b_names[k:k + 100]))]
+    batches.append(("a", batch([*b_names[:50], "late"])))  # b's fields, and one more
+    async with running_app(settings()) as mem:
+        for _, ev in batches:
+            assert (await mem.post("/v1/train", json={"events": ev})).status_code == 200
+        expected = mem.app.state.learner.model  # type: ignore[attr-defined]
+        want_names = list(expected.registry.names)
+        want_keys = np.sort(expected.optimizer.table.keys())
+    assert len(want_names) == MAX_FIELDS and want_names[OVERFLOW_FIELD] == OVERFLOW_NAME
+    state = url(redis_shards)
+    async with running_app(settings(state=state)) as a, \
+            running_app(settings(state=state)) as b:
+        apps = {"a": a, "b": b}
+        for who, ev in batches:
+            r = await apps[who].post("/v1/train", json={"events": ev})
+            assert r.status_code == 200, r.text
+        names = {k: list(c.app.state.learner.model.registry.names)  # type: ignore[attr-defined]
+                 for k, c in apps.items()}
+    stored = RedisState(state)
+    try:
+        shared = snapshot(stored)
+    finally:
+        stored.close()
+    assert list(shared.registry.names) == want_names == names["a"]
+    assert names["b"] == want_names[:len(names["b"])]
+    assert np.array_equal(np.sort(shared.optimizer.table.keys()), want_keys)

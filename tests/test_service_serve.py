@@ -19,6 +19,7 @@ import pytest
 from service_helpers import some_events
 
 from ftrl_core.model import Model
+from service.stores import checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,8 +83,8 @@ def servers(tmp_path: Path) -> Iterator[list[Server]]:
 @pytest.mark.slow
 def test_sigterm_drains_snapshots_and_restart_resumes(tmp_path: Path,
                                                       servers: list[Server]) -> None:
-    snap = tmp_path / "snap"
-    first = Server(tmp_path, "--snapshot-dir", str(snap), "--snapshot-every", "0",
+    snap = tmp_path / "data"
+    first = Server(tmp_path, "--data-dir", str(snap), "--snapshot-every", "0",
                    "--alpha", "0.2")
     servers.append(first)
     first.wait_ready()
@@ -124,11 +125,11 @@ def test_sigterm_drains_snapshots_and_restart_resumes(tmp_path: Path,
     assert first.proc.wait(60) in (0, -signal.SIGTERM), first.output()
     assert result["r"].status_code == 200
     assert result["r"].json()["accepted"] == 500
-    assert Model.load(snap / "model.ctr").rows == 2000
-    assert "snapshot written" in first.output()
+    saved = checkpoints.load(snap)
+    assert saved is not None and saved.model.rows == 2000
+    assert "checkpoint written" in first.output()
 
-    second = Server(tmp_path, "--snapshot-dir", str(snap), "--model-in",
-                    str(snap / "model.ctr"))
+    second = Server(tmp_path, "--data-dir", str(snap))
     servers.append(second)
     second.wait_ready()
     with httpx.Client(base_url=second.url, timeout=60) as client:
@@ -139,7 +140,7 @@ def test_sigterm_drains_snapshots_and_restart_resumes(tmp_path: Path,
     # that learned exactly what the first server learned, loaded from the snapshot
     from ftrl_core.readers.jsonl import JsonlFormat, parse_event_array
 
-    model = Model.load(snap / "model.ctr")
+    model = saved.model
     batch = parse_event_array(json.dumps(probe).encode(),
                               JsonlFormat(model.registry, model.options),
                               require_label=False).batch
@@ -151,9 +152,9 @@ def test_sigterm_drains_snapshots_and_restart_resumes(tmp_path: Path,
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--workers", "2"], "Redis state store"),
+    (["--workers", "2", "--optimizer", "rda"], "serve FTRL models only"),
     (["--state", "redis+cluster://127.0.0.1:7000,redis://127.0.0.1:7001"], "mixes redis://"),
-    (["--state", "nosuch://x"], "unknown state store"),
+    (["--state", "nosuch://x"], "unknown scheme(s) nosuch"),
     (["--model-in", "/nonexistent/model.ctr"], "no such model file"),
 ])
 def test_refused_settings(args: list[str], message: str) -> None:
@@ -193,5 +194,5 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.gamma == 2 and s.field_l1 == "C1=0.5,C2=1"
     assert s.api_keys is not None and s.api_keys.get_secret_value() == "a,b"
     assert "a,b" not in repr(s)
-    ns = s.learner_namespace()
-    assert (ns.opt_lambda, ns.opt_gamma, ns.optimizer) == (0.25, 2, "rda")
+    opts = s.learner_options()
+    assert (opts.lambda_, opts.gamma, opts.optimizer) == (0.25, 2, "rda")

@@ -18,6 +18,7 @@ from service_helpers import running_app, some_events
 
 from ftrl_core.metrics import AUC_BINS, ProgressiveMetrics
 from service.settings import Settings
+from service.stores import checkpoints
 from service.variants import parse_variants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,26 +133,36 @@ async def test_a_rejected_batch_teaches_no_variant() -> None:
 async def test_variants_are_saved_beside_the_primary_and_resumed(tmp_path: Path) -> None:
     spec = "rda:lambda=1e-4,ftrl:l1=5;name=strong"
     first, second = some_events(1200, seed=5), some_events(800, seed=6)
-    async with running_app(settings(variants=spec, snapshot_dir=tmp_path / "snap")) as c:
+    data = tmp_path / "data"
+    async with running_app(settings(variants=spec, data_dir=data)) as c:
         await train(c, first)
         assert (await c.post("/v1/model/snapshot")).status_code == 200
         saved = (await c.get("/v1/variants")).json()["variants"]
-    assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == [
+    folder = checkpoints.current(data)
+    assert folder is not None
+    assert sorted(p.name for p in folder.glob("*.ctr")) == [
         "model.ctr", "variant-rda-lambda-1e-4.ctr", "variant-strong.ctr"]
 
-    # resumed: the same figures, then learning goes on as in one run
-    model_in = tmp_path / "snap" / "model.ctr"
-    async with running_app(settings(variants=spec, model_in=model_in)) as c:
+    # resumed from the data directory: the same figures, then learning goes on as in one run
+    async with running_app(settings(variants=spec, data_dir=data)) as c:
         assert (await c.get("/v1/variants")).json()["variants"] == saved
         await train(c, second)
         resumed = (await c.get("/v1/variants")).json()["variants"]
     assert resumed == await _figures(settings(variants=spec), first + second)
 
+    # a checkpoint's model file with --model-in finds its variants beside it
+    folder = checkpoints.current(data)
+    assert folder is not None
+    model_in = folder / "model.ctr"
+    async with running_app(settings(variants=spec, model_in=model_in)) as c:
+        assert [v["rows"] for v in (await c.get("/v1/variants")).json()["variants"]] == \
+            [2000, 2000, 2000]
+
     # another learner under a saved name, or a new variant, starts empty
     async with running_app(settings(variants="ftrl:l1=1;name=strong,tg", model_in=model_in)
                            ) as c:
         rows = [v["rows"] for v in (await c.get("/v1/variants")).json()["variants"]]
-        assert rows == [1200, 0, 0]
+        assert rows == [2000, 0, 0]
 
 
 # -- the stats feed and who may read it --------------------------------------------------------

@@ -77,6 +77,7 @@ def fobos_learn(
     values,
     labels,
     weights,
+    base,
     hyper,
     field_l1,
     field_l2,
@@ -98,9 +99,12 @@ def fobos_learn(
     for r in range(indptr.size - 1):
         a = indptr[r]
         b = indptr[r + 1]
+        if meta[0] + (b - a) > meta[1]:  # the table is full: grow, then resume here
+            meta[2] = r
+            return n_new
         t = counters[0] + 1.0
         clock = counters[1]
-        margin = 0.0
+        margin = base[r]
         for j in range(a, b):
             s = find_or_insert(words, stride, capacity, keys[j], meta)
             if s < 0:
@@ -134,6 +138,7 @@ def fobos_learn(
             state[q + 3] = clock_t
         counters[0] = t
         counters[1] = clock_t
+    meta[2] = indptr.size - 1
     return n_new
 
 
@@ -146,6 +151,7 @@ def fobos_predict(
     keys,
     fields,
     values,
+    base,
     hyper,
     field_l1,
     field_l2,
@@ -160,7 +166,7 @@ def fobos_predict(
     clock = counters[1]
     state = words.view(np.float64)
     for r in range(indptr.size - 1):
-        margin = 0.0
+        margin = base[r]
         u = 0.0
         for j in range(indptr[r], indptr[r + 1]):
             s = find_slot(words, stride, capacity, keys[j])

@@ -48,7 +48,7 @@ def ftrl_weight(z: float, n: float, alpha: float, beta: float, l1: float, l2: fl
 
 @kernel
 def ftrl_learn(words, stride, capacity, meta, indptr, keys, fields, values, labels, weights,
-               hyper, field_l1, field_l2, counters, p_out, new_pos):  # type: ignore[no-untyped-def]
+               base, hyper, field_l1, field_l2, counters, p_out, new_pos):  # type: ignore[no-untyped-def]
     alpha = hyper[0]
     beta = hyper[1]
     state = words.view(np.float32)
@@ -61,10 +61,13 @@ def ftrl_learn(words, stride, capacity, meta, indptr, keys, fields, values, labe
     for r in range(indptr.size - 1):
         a = indptr[r]
         b = indptr[r + 1]
+        if meta[0] + (b - a) > meta[1]:  # the table is full: grow, then resume here
+            meta[2] = r
+            return n_new
         if r + 2 < indptr.size:
             for j in range(b, indptr[r + 2]):
                 prefetch_key(words, stride, capacity, keys[j])
-        margin = 0.0
+        margin = base[r]
         for j in range(a, b):
             s = find_or_insert(words, stride, capacity, keys[j], meta)
             if s < 0:
@@ -89,17 +92,18 @@ def ftrl_learn(words, stride, capacity, meta, indptr, keys, fields, values, labe
             state[4 * s + 2] = np.float32(z + g - sigma * w[j - a])
             state[4 * s + 3] = np.float32(n + g * g)
         counters[0] += 1.0
+    meta[2] = indptr.size - 1
     return n_new
 
 
 @kernel
-def ftrl_predict(words, stride, capacity, indptr, keys, fields, values, hyper, field_l1,
-                 field_l2, counters, p_out, u_out):  # type: ignore[no-untyped-def]
+def ftrl_predict(words, stride, capacity, indptr, keys, fields, values, base, hyper,
+                 field_l1, field_l2, counters, p_out, u_out):  # type: ignore[no-untyped-def]
     alpha = hyper[0]
     beta = hyper[1]
     state = words.view(np.float32)
     for r in range(indptr.size - 1):
-        margin = 0.0
+        margin = base[r]
         u = 0.0
         for j in range(indptr[r], indptr[r + 1]):
             s = find_slot(words, stride, capacity, keys[j])

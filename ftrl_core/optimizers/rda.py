@@ -3,11 +3,15 @@ Stochastic Learning and Online Optimization", JMLR 2010, section 3.1), with the 
 function beta_t = gamma sqrt(t). Per coordinate i, with G_i the sum of its gradients over
 the s steps done so far:
 
-    lambda_s = lambda_i + gamma rho / sqrt(s)            (rho = 0: plain L1-RDA)
+    lambda_s = lambda_i + gamma rho_i / sqrt(s)          (rho = 0: plain L1-RDA)
     w_i = 0                                              if s = 0 or |G_i| / s <= lambda_s
     w_i = -(sqrt(s) / gamma) (G_i / s - lambda_s sgn(G_i))   otherwise
     p   = sigmoid(w . x)            (the weights of the s steps done, before this example)
     g_i = (p - y) x_i * importance ;  G_i += g_i ;  s += 1
+
+The bias is not regularised unless ``--field-l1`` names it (as with every learner): its
+lambda is 0 and so is its rho_i, so no threshold applies to it; with an override, it gets
+the override and rho. Every other coordinate has rho_i = rho.
 
 The weight is a closed form of (G_i, s): an idle coordinate's weight changes as s grows
 (its average gradient G_i / s decays towards the threshold) with no write at all, so the
@@ -27,7 +31,7 @@ import numpy as np
 
 from .._jit import inline_kernel, kernel
 from ..table import find_or_insert, find_slot
-from .base import Optimizer
+from .base import BIAS_FIELD, Optimizer
 from .ftrl import sigmoid
 
 
@@ -56,6 +60,7 @@ def rda_learn(
     values,
     labels,
     weights,
+    base,
     hyper,
     field_l1,
     field_l2,
@@ -65,6 +70,7 @@ def rda_learn(
 ):  # type: ignore[no-untyped-def]
     gamma = hyper[1]
     rho = hyper[2]
+    bias_rho = hyper[3]
     state = words.view(np.float64)
     n_new = 0
     longest = 0
@@ -74,8 +80,11 @@ def rda_learn(
     for r in range(indptr.size - 1):
         a = indptr[r]
         b = indptr[r + 1]
+        if meta[0] + (b - a) > meta[1]:  # the table is full: grow, then resume here
+            meta[2] = r
+            return n_new
         steps = counters[0]
-        margin = 0.0
+        margin = base[r]
         for j in range(a, b):
             s = find_or_insert(words, stride, capacity, keys[j], meta)
             if s < 0:
@@ -84,7 +93,8 @@ def rda_learn(
                 n_new += 1
             slots[j - a] = s
             margin += values[j] * rda_weight(
-                state[s * stride + 1], steps, field_l1[fields[j]], gamma, rho
+                state[s * stride + 1], steps, field_l1[fields[j]], gamma,
+                bias_rho if fields[j] == BIAS_FIELD else rho,
             )
         p = sigmoid(margin)
         p_out[r] = p
@@ -93,6 +103,7 @@ def rda_learn(
             q = slots[j - a] * stride + 1
             state[q] = state[q] + gscale * values[j]
         counters[0] = steps + 1.0
+    meta[2] = indptr.size - 1
     return n_new
 
 
@@ -105,6 +116,7 @@ def rda_predict(
     keys,
     fields,
     values,
+    base,
     hyper,
     field_l1,
     field_l2,
@@ -114,17 +126,19 @@ def rda_predict(
 ):  # type: ignore[no-untyped-def]
     gamma = hyper[1]
     rho = hyper[2]
+    bias_rho = hyper[3]
     steps = counters[0]
     next_rate = 1.0 / (gamma * math.sqrt(steps + 1.0))
     state = words.view(np.float64)
     for r in range(indptr.size - 1):
-        margin = 0.0
+        margin = base[r]
         u = 0.0
         for j in range(indptr[r], indptr[r + 1]):
             s = find_slot(words, stride, capacity, keys[j])
             if s >= 0:
                 margin += values[j] * rda_weight(
-                    state[s * stride + 1], steps, field_l1[fields[j]], gamma, rho
+                    state[s * stride + 1], steps, field_l1[fields[j]], gamma,
+                    bias_rho if fields[j] == BIAS_FIELD else rho,
                 )
             u += abs(values[j]) * next_rate
         p_out[r] = sigmoid(margin)
@@ -140,7 +154,8 @@ def rda_weights(words, stride, capacity, keys, fields, hyper, field_l1, field_l2
             w_out[j] = 0.0
         else:
             w_out[j] = rda_weight(
-                state[s * stride + 1], counters[0], field_l1[fields[j]], hyper[1], hyper[2]
+                state[s * stride + 1], counters[0], field_l1[fields[j]], hyper[1],
+                hyper[3] if fields[j] == BIAS_FIELD else hyper[2],
             )
 
 
@@ -157,6 +172,11 @@ class L1RDA(Optimizer):
     learn_kernel = staticmethod(rda_learn)
     predict_kernel = staticmethod(rda_predict)
     weights_kernel = staticmethod(rda_weights)
+
+    def hyper_values(self) -> list[float]:
+        """lambda, gamma, rho, then the bias's rho: 0 unless --field-l1 regularises it."""
+        bias_rho = self.params["rho"] if BIAS_FIELD in self.field_l1_overrides else 0.0
+        return [*super().hyper_values(), bias_rho]
 
     def validate(self) -> None:
         super().validate()

@@ -17,6 +17,7 @@ from .._jit import kernel
 from ..fields import FieldRegistry
 from ..hashing import xxh64
 from .base import FeatureOptions, Format, Outputs
+from .linescan import find_newline
 from .rows import (
     E_COLUMNS,
     E_LABEL,
@@ -61,9 +62,7 @@ def parse_avazu(buf, pos, end, final, opts, roles, seeds, hash_mask, pair_a, pai
     starts = np.zeros(ncol + 1, dtype=np.int64)
     status = OK
     while pos < end:
-        eol = pos
-        while eol < end and buf[eol] != 10:
-            eol += 1
+        eol = find_newline(buf, pos, end)
         if eol == end and not final:
             break
         line_end = eol
@@ -147,6 +146,7 @@ def parse_avazu(buf, pos, end, final, opts, roles, seeds, hash_mask, pair_a, pai
 
 class AvazuFormat(Format):
     name = "avazu"
+    fixed_fields = True  # the header names every field before the first row
     has_header = True
 
     def __init__(self, registry: FieldRegistry, options: FeatureOptions) -> None:

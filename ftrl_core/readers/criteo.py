@@ -16,6 +16,7 @@ from .._jit import kernel
 from ..fields import FieldRegistry
 from ..hashing import mix64, xxh64
 from .base import FeatureOptions, Format, Outputs
+from .linescan import find_byte, find_newline
 from .rows import (
     E_COLUMNS,
     E_INTEGER,
@@ -69,9 +70,7 @@ def parse_criteo(
     status = OK
     err[0] = 0
     while pos < end:
-        eol = pos
-        while eol < end and buf[eol] != 10:
-            eol += 1
+        eol = find_newline(buf, pos, end)
         if eol == end and not final:
             break
         line_end = eol
@@ -87,9 +86,7 @@ def parse_criteo(
         row_start = nnz
         emit_bias(keys, fields, values, refs, kinds, hashes, row_start, hash_mask)
         # one pass over the columns: label, I1..I13, C1..C26 (or, 39 columns: no label)
-        t = pos
-        while t < line_end and buf[t] != 9:
-            t += 1
+        t = find_byte(buf, pos, line_end, 9)
         c0 = 1
         bad = -1
         ncol = 0
@@ -106,51 +103,53 @@ def parse_criteo(
             if c0 == 1 and t == line_end:
                 break
             while True:
-                ch = buf[i] if i < line_end else 10
-                if ch == 9 or ch == 10:
-                    if fid <= N_INT + N_CAT:
-                        if a == i:
-                            if not drop_missing:
-                                emit(keys, fields, values, refs, kinds, hashes, row_start, nnz,
-                                     fid, xxh64(buf, a, a, seeds[fid]), 1.0, a, 0, hash_mask)
-                                nnz += 1
-                        else:
-                            is_bin = False
-                            bin_ = 0
-                            if fid <= N_INT:
-                                # integer columns hold integers (optional minus, digits)
-                                j = a + 1 if buf[a] == 45 else a
-                                if j == i and bad < 0:
-                                    bad = fid
-                                v = 0
-                                while j < i:
-                                    d = buf[j]
-                                    if d < 48 or d > 57:
-                                        if bad < 0:
-                                            bad = fid
-                                        break
-                                    if v < 10**15:
-                                        v = v * 10 + (d - 48)
-                                    j += 1
-                                if ints_log:
-                                    if buf[a] == 45:
-                                        v = -v
-                                    bin_ = v if v <= 2 else int(math.log(v) ** 2)  # floor
-                                    is_bin = True
-                            if is_bin:
-                                h = mix64(seeds[fid] ^ BIN_TAG ^ np.uint64(bin_ + 4096))
-                                emit(keys, fields, values, refs, kinds, hashes, row_start, nnz,
-                                     fid, h, 1.0, bin_, KIND_BIN, hash_mask)
-                            else:
-                                emit(keys, fields, values, refs, kinds, hashes, row_start, nnz,
-                                     fid, xxh64(buf, a, i, seeds[fid]), 1.0, a, i - a,
-                                     hash_mask)
+                # the column ends at the next tab, or at the end of the line (no newline
+                # lies before it)
+                i = find_byte(buf, i, line_end, 9)
+                ch = 9 if i < line_end else 10
+                if fid <= N_INT + N_CAT:
+                    if a == i:
+                        if not drop_missing:
+                            emit(keys, fields, values, refs, kinds, hashes, row_start, nnz,
+                                 fid, xxh64(buf, a, a, seeds[fid]), 1.0, a, 0, hash_mask)
                             nnz += 1
-                    ncol += 1
-                    fid += 1
-                    a = i + 1
-                    if ch == 10:
-                        break
+                    else:
+                        is_bin = False
+                        bin_ = 0
+                        if fid <= N_INT:
+                            # integer columns hold integers (optional minus, digits)
+                            j = a + 1 if buf[a] == 45 else a
+                            if j == i and bad < 0:
+                                bad = fid
+                            v = 0
+                            while j < i:
+                                d = buf[j]
+                                if d < 48 or d > 57:
+                                    if bad < 0:
+                                        bad = fid
+                                    break
+                                if v < 10**15:
+                                    v = v * 10 + (d - 48)
+                                j += 1
+                            if ints_log:
+                                if buf[a] == 45:
+                                    v = -v
+                                bin_ = v if v <= 2 else int(math.log(v) ** 2)  # floor
+                                is_bin = True
+                        if is_bin:
+                            h = mix64(seeds[fid] ^ BIN_TAG ^ np.uint64(bin_ + 4096))
+                            emit(keys, fields, values, refs, kinds, hashes, row_start, nnz,
+                                 fid, h, 1.0, bin_, KIND_BIN, hash_mask)
+                        else:
+                            emit(keys, fields, values, refs, kinds, hashes, row_start, nnz,
+                                 fid, xxh64(buf, a, i, seeds[fid]), 1.0, a, i - a,
+                                 hash_mask)
+                        nnz += 1
+                ncol += 1
+                fid += 1
+                a = i + 1
+                if ch == 10:
+                    break
                 i += 1
             if c0 == 1 and ncol == N_INT + N_CAT:
                 c0 = 0  # a test-file line: parse again with I1 first
@@ -199,6 +198,7 @@ def parse_criteo(
 
 class CriteoFormat(Format):
     name = "criteo"
+    fixed_fields = True  # I1..I13, C1..C26, registered before the first row
 
     def __init__(self, registry: FieldRegistry, options: FeatureOptions) -> None:
         super().__init__(registry, options)

@@ -7,6 +7,12 @@ A kernel that meets a field name computes its seed (``xxh64(name, FIELD_SEED)``,
 ``names`` (start, length, flags, lookup slot), so that ``after_parse`` can tell the Python
 registry (``FieldRegistry.adopt``) in the same order.
 
+When every id but the last is taken, the next new name opens the overflow field there
+(``fields.OVERFLOW_FIELD``, recorded with ``NAME_OVERFLOW``) and every later new name
+gets that id without a lookup entry; the caller then seeds its value hashes with the name's
+own seed, so the keys of overflowed fields stay apart. Names are checked before they are
+registered (``valid_field_name``).
+
 Registration is per row: the fields a row registered are rolled back if the row turns out
 bad (the inserts are undone in reverse order, which restores the probe map exactly), so a
 skipped line never leaves a field behind. Two names with the same 64-bit seed would share a
@@ -22,13 +28,16 @@ import weakref
 import numpy as np
 
 from .._jit import inline_kernel, kernel
-from ..fields import LOOKUP_SIZE, FieldRegistry
+from ..fields import LOOKUP_SIZE, OVERFLOW_FIELD, OVERFLOW_NAME, OVERFLOW_SEED, FieldRegistry
 from ..hashing import MAX_FIELDS
+from ..limits import MAX_FIELD_NAME_BYTES
 from .base import FeatureOptions, Format, Outputs
 
 #: ``names[k, 2]`` flags
 NAME_JSON_ESCAPED = 1  # the bytes are a JSON string body with escapes
 NAME_DEFAULT_NS = 2  # VW's default namespace, named " " (its bytes are not in the buffer)
+NAME_OVERFLOW = 4  # the overflow field was opened (``fields.OVERFLOW_FIELD``)
+_OVERFLOW_BYTES = tuple(OVERFLOW_NAME.encode())
 
 
 @inline_kernel
@@ -49,11 +58,22 @@ def find_field(seed: np.uint64, lookup_keys: np.ndarray, lookup_ids: np.ndarray)
 def register_field(seed: np.uint64, lookup_keys: np.ndarray, lookup_ids: np.ndarray,
                    seeds: np.ndarray, reg: np.ndarray, names: np.ndarray, start: int,
                    length: int, flags: int) -> int:
-    """Register a new field (its seed is not in the map); returns its id, or -1 when the
-    registry is full."""
+    """Register a new field (its seed is not in the map); returns its id. Once the other
+    ids are used up, ``OVERFLOW_FIELD`` (opened by the first field that finds them so); -1
+    only for a registry full without one (a model saved before overflow existed)."""
     fid = reg[0]
-    if fid >= MAX_FIELDS:
-        return -1
+    if fid >= OVERFLOW_FIELD:
+        if fid > OVERFLOW_FIELD:
+            return OVERFLOW_FIELD if seeds[OVERFLOW_FIELD] == OVERFLOW_SEED else -1
+        seeds[fid] = OVERFLOW_SEED
+        k = reg[1]
+        names[k, 0] = 0
+        names[k, 1] = 0
+        names[k, 2] = NAME_OVERFLOW
+        names[k, 3] = -1  # no lookup entry
+        reg[0] = fid + 1
+        reg[1] = k + 1
+        return fid
     mask = LOOKUP_SIZE - 1
     slot = np.int64(seed & np.uint64(mask))
     while lookup_ids[slot] >= 0:
@@ -78,11 +98,36 @@ def rollback_fields(lookup_keys: np.ndarray, lookup_ids: np.ndarray, seeds: np.n
     pending names."""
     for k in range(reg[1] - 1, new0 - 1, -1):
         slot = names[k, 3]
-        lookup_ids[slot] = -1
-        lookup_keys[slot] = np.uint64(0)
+        if slot >= 0:
+            lookup_ids[slot] = -1
+            lookup_keys[slot] = np.uint64(0)
         seeds[count0 + k - new0] = np.uint64(0)
     reg[0] = count0
     reg[1] = new0
+
+
+@inline_kernel
+def valid_field_name(buf: np.ndarray, a: int, b: int) -> bool:
+    """Whether ``buf[a:b]`` (UTF-8, already validated) is a field name: 1 to
+    ``MAX_FIELD_NAME_BYTES`` bytes, no control character (C0, DEL or C1), not the overflow
+    field's reserved name."""
+    if b <= a or b - a > MAX_FIELD_NAME_BYTES:
+        return False
+    if b - a == len(_OVERFLOW_BYTES):
+        same = True
+        for i in range(b - a):
+            if buf[a + i] != _OVERFLOW_BYTES[i]:
+                same = False
+                break
+        if same:
+            return False
+    for i in range(a, b):
+        c = buf[i]
+        if c < 32 or c == 127:
+            return False
+        if c == 0xC2 and i + 1 < b and 0x80 <= buf[i + 1] <= 0x9F:
+            return False
+    return True
 
 
 @inline_kernel
@@ -154,9 +199,14 @@ class DynamicFieldsFormat(Format):
 
     def adopt_names(self, buf: np.ndarray) -> None:
         """After a kernel call: tell the registry the names its kernel registered."""
+        if not self._reg[1]:
+            return
         for k in range(int(self._reg[1])):
             start, length, flags, _slot = (int(x) for x in self._names[k])
-            self.registry.adopt(decode_name(buf, start, length, flags))
+            if flags & NAME_OVERFLOW:
+                self.registry.adopt_overflow()
+            else:
+                self.registry.adopt(decode_name(buf, start, length, flags))
         self._reg[1] = 0
 
     def after_parse(self, buf: np.ndarray, out: Outputs) -> None:

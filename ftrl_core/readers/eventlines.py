@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -22,9 +20,7 @@ import numpy as np
 from .base import BadLine, BadLineError
 from .events import BODY_PREFIX, BODY_SUFFIX, EventBatch
 from .source import open_binary
-
-#: the field of VW features written before any namespace name (``| a b``)
-VW_DEFAULT_NAMESPACE = " "
+from .vwevents import VWLineError, vw_event
 
 
 class _Labelled(msgspec.Struct):
@@ -56,12 +52,16 @@ class _LineEvents:
         self.rows = 0
 
     def _bad(self, line: int, field: str, message: str, text: bytes) -> None:
-        bad = BadLine(line, field, message, text[:80].decode("utf-8", "replace"))
+        bad = BadLine(line, field, message, text[:80].decode("utf-8", "backslashreplace"))
         if not self.skip_bad_lines:
             raise BadLineError(self.path, bad)
         self.bad_line_count += 1
         if len(self.bad_lines) < 100:
             self.bad_lines.append(bad)
+
+    #: which lines are skipped: blank ones (JSON lines) or empty ones only (VW, where a
+    #: line of blanks is an example without features)
+    skip_blank = True
 
     def _lines(self) -> Iterator[tuple[int, bytes]]:
         remaining = -1 if self.limit is None else self.limit
@@ -70,7 +70,7 @@ class _LineEvents:
                 if remaining == 0:
                     return
                 text = raw.rstrip(b"\r\n")
-                if text.strip():
+                if text.strip() if self.skip_blank else text.removeprefix(b"\xef\xbb\xbf"):
                     yield number, text
                     remaining -= 1
 
@@ -146,6 +146,8 @@ class JsonLinesEventReader(_LineEvents):
 class VWEventReader(_LineEvents):
     """Bodies of ``batch_size`` events from VW text (namespaces -> fields of tokens)."""
 
+    skip_blank = False
+
     def __iter__(self) -> Iterator[EventBatch]:
         events: list[bytes] = []
         labels: list[float] = []
@@ -156,7 +158,7 @@ class VWEventReader(_LineEvents):
             except UnicodeDecodeError:
                 self._bad(number, "", "is not valid UTF-8 (JSON cannot carry it)", text)
                 continue
-            except _VWLineError as exc:
+            except VWLineError as exc:
                 self._bad(number, exc.field, str(exc), text)
                 continue
             events.append(msgspec.json.encode(event))
@@ -167,75 +169,3 @@ class VWEventReader(_LineEvents):
                 events, labels, lines = [], [], []
         if events:
             yield self._body(events, labels, lines)
-
-
-class _VWLineError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(message)
-
-
-_BLANKS = re.compile(r"[ \t]+")
-
-
-def _number(text: str, what: str, field: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not math.isfinite(v) or "_" in text:
-        raise _VWLineError(field, f"{what} {text!r} is not a finite number")
-    return v
-
-
-def vw_event(line: str, need_label: bool = True) -> tuple[dict[str, Any], float]:
-    """One VW line as an event dict and its label (0/1, NaN if none), read as the ``vw``
-    reader reads it (the tag is the last token before the bar when it starts with ``'`` or
-    touches the bar; ``| x`` is the default namespace ``" "``; values of 0 add nothing)."""
-    head, bar, rest = line.partition("|")
-    if not bar:
-        raise _VWLineError("", "no '|': a VW line needs at least one namespace")
-    parts = [t for t in _BLANKS.split(head) if t]
-    tag = None
-    if parts and (parts[-1].startswith("'") or head[-1:] not in (" ", "\t")):
-        tag = parts.pop().removeprefix("'")
-    if len(parts) > 2:
-        raise _VWLineError("label", f"a third number ({parts[2]!r}) cannot be sent as an event")
-    event: dict[str, Any] = {}
-    label = math.nan
-    if parts:
-        y = _number(parts[0], "label", "label")
-        if y not in (-1.0, 0.0, 1.0):
-            raise _VWLineError("label", f"label {parts[0]!r} is not 0/1 (or -1/1)")
-        label = 1.0 if y == 1.0 else 0.0
-        event["label"] = int(label)
-    elif need_label:
-        raise _VWLineError("label", "label is missing (training needs one)")
-    if len(parts) == 2:
-        w = _number(parts[1], "importance", "weight")
-        if w < 0:
-            raise _VWLineError("weight", f"importance {parts[1]!r} is negative")
-        event["weight"] = w
-    if tag:
-        event["id"] = tag
-    features: dict[str, list[str]] = {}
-    for section in rest.split("|"):
-        tokens = [t for t in _BLANKS.split(section) if t]
-        name, scale = VW_DEFAULT_NAMESPACE, 1.0
-        if section and section[0] not in (" ", "\t"):
-            name, colon, text = tokens.pop(0).partition(":")
-            if colon:
-                scale = _number(text, "namespace scale", name)
-            name = name or VW_DEFAULT_NAMESPACE
-        bag = features.setdefault(name, [])  # registered even if empty, as the reader does
-        for tok in tokens:
-            text, colon, value = tok.partition(":")
-            v = scale * (_number(value, f"the value of {text!r}", name) if colon else 1.0)
-            if v == 0.0:
-                continue
-            if v != 1.0:
-                raise _VWLineError(name, f"feature {tok!r} has value {v:g} in namespace "
-                                   f"{name!r}; only tokens of value 1 can be sent as events")
-            bag.append(text)
-    event["features"] = features
-    return event, label

@@ -142,7 +142,7 @@ class DelimitedEventReader:
             fname = ""
         else:
             fname = layout.column_name(col)
-        text = raw[: min(nl if nl >= 0 else len(raw), 80)].decode("utf-8", "replace")
+        text = raw[: min(nl if nl >= 0 else len(raw), 80)].decode("utf-8", "backslashreplace")
         bad = BadLine(line, fname, message, text)
         if not self.skip_bad_lines:
             raise BadLineError(self.path, bad)

@@ -36,14 +36,22 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import inline_kernel, kernel
+from ..fields import OVERFLOW_FIELD
 from ..hashing import FIELD_SEED, MAX_FIELDS, xxh64
 from ..limits import MAX_ABS_VALUE, MAX_WEIGHT
-from .dynfields import NAME_JSON_ESCAPED, find_field, register_field, rollback_fields
+from .dynfields import (
+    NAME_JSON_ESCAPED,
+    find_field,
+    register_field,
+    rollback_fields,
+    valid_field_name,
+)
 from .jsonscan import (
     MAX_DEPTH,
     SLOW,
     at,
     literal,
+    non_finite,
     read_plain,
     read_string_full,
     same_key,
@@ -53,6 +61,7 @@ from .jsonscan import (
 from .numparse import NUM_OK, NUM_RANGE, NUM_SYNTAX, json_simple_number, parse_number
 from .rows import (
     E_EMPTY_FEATURES,
+    E_FIELD_NAME,
     E_LABEL,
     E_MISSING_LABEL,
     E_NUMBER,
@@ -60,6 +69,7 @@ from .rows import (
     E_TOO_MANY_FEATURES,
     E_TOO_MANY_FIELDS,
     E_TYPE,
+    E_UNKNOWN_FIELD,
     E_UNKNOWN_KEY,
     E_WEIGHT,
     ERROR,
@@ -90,6 +100,8 @@ F_FEATURE = -7
 F_EVENTS = -8
 F_FIELD = -9  # a field named by its id in ``err[3]`` (an interaction's)
 KEY_LEN_BITS = 24
+#: rows of the ids array: the id's start, length, escaped; the ``ts`` value's start
+ID_ROWS = 4
 
 #: ``state`` slots: pos, rows, nnz, lines (or events) consumed, phase, index of the error
 STATE_SIZE = 6
@@ -137,23 +149,31 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
                 fields, values, refs, kinds, labels, weights, lines, ids, err, state):
     """Events of ``buf[state[0]:end]`` into the outputs (``state``: see STATE_SIZE).
 
-    ``opts``: drop_missing, max_row, strict, require_label. ``ids[:, row]``: raw byte range
-    of the row's id (start, -1 if none; length; escaped). Returns OK, FULL or ERROR (``err``:
-    code, F_* field, offset of the line or event, packed key). In ARRAY mode an error leaves
-    the phase at PH_DONE when nothing more can be read (a syntax error).
+    ``opts``: drop_missing, max_row, strict, require_label, declared fields, strict fields,
+    ignore labels. ``ids[:, row]``: raw byte range of the row's id (start, -1 if none;
+    length; escaped), then where the value of its top-level ``ts`` key starts (-1: none;
+    the join's timestamp, a key spelled without escapes, else skipped as unknown). Returns
+    OK, FULL or ERROR (``err``: code, F_* field, offset of the line or event, packed key,
+    offset of the bad value or -1). In ARRAY mode an error leaves the phase at PH_DONE when
+    nothing more can be read (a syntax error).
     """
     drop_missing = opts[0] != 0
     max_row = opts[1]
     strict = opts[2] != 0
     require_label = opts[3] != 0
+    declared = opts[4]  # fields 1..declared are the schema (--fields): absent ones are missing
+    strict_fields = opts[5] != 0  # a field outside the schema is an error
+    ignore_label = opts[6] != 0  # predictions: any label value is skipped unread
     pos = state[0]
     rows = state[1]
     nnz = state[2]
     count = state[3]
     phase = state[4]
     # the dedupe table must hold a whole row: with interactions that is up to max_row;
-    # without, it grows with the longest row (zeroing 2 x 256 KB per body costs ~50 us)
-    m = 256
+    # without, it grows with the longest row (zeroing 2 x 256 KB per body costs ~50 us).
+    # Per-body tables are sized to the body: a one-event prediction zeroed 20 KB here,
+    # more than the rest of its scan touches.
+    m = 64
     while m < 2 * max_row and pair_a.size > 0:
         m *= 2
     stamp = np.zeros(m, dtype=np.int64)
@@ -162,13 +182,17 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
     scratch = np.empty(end - pos + 16, dtype=np.uint8)
     stack = np.empty(MAX_DEPTH, dtype=np.uint8)
     kc = np.full((KEY_CACHE, 3), -1, dtype=np.int64)  # start, length, field of a key
-    fseen = np.zeros(MAX_FIELDS + 1, dtype=np.int64)  # the event (gen) that last had a field
-    fkey = np.zeros(MAX_FIELDS + 1, dtype=np.int64)  # its packed key range in that event
+    # field ids seen: those of the registry, plus at most one new field per 4 bytes of body
+    # (a key and a value: ``"":0``), with a margin
+    nf = min(MAX_FIELDS + 1, reg[0] + (end - pos) // 2 + 2)
+    fseen = np.zeros(nf, dtype=np.int64)  # the event (gen) that last had a field
+    fkey = np.zeros(nf, dtype=np.int64)  # its packed key range in that event
     status = OK
     gen = 0
     p = pos
     pairs = pair_a.size > 0  # the value hashes are needed (for interactions)
     err[3] = 0
+    err[4] = -1
     if mode == ARRAY and phase == PH_START:
         # the wrapper, up to the events list
         code = E_SYNTAX
@@ -260,6 +284,7 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
         # ---- one event ----
         ev_start = p
         ev_end = p
+        vpos = -1  # where the value being read starts (errors quote it)
         gen += 1
         code = 0
         fcode = F_ROW
@@ -269,6 +294,7 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
         id_start = -1
         id_len = 0
         id_esc = 0
+        ts_pos = -1
         entries = 0
         row_start = nnz
         w = emit_bias(keys, fields, values, refs, kinds, hashes, row_start, hash_mask)
@@ -349,17 +375,29 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
                                     fseed = xxh64(buf, fs, q - 1, FIELD_SEED)
                                 fid = find_field(fseed, lookup_keys, lookup_ids)
                                 if fid < 0:
+                                    if strict_fields:
+                                        code = E_UNKNOWN_FIELD
+                                        break
+                                    if n >= 0:
+                                        good = valid_field_name(scratch, 0, n)
+                                    else:
+                                        good = valid_field_name(buf, fs, q - 1)
+                                    if not good:
+                                        code = E_FIELD_NAME
+                                        break
                                     fid = register_field(
                                         fseed, lookup_keys, lookup_ids, seeds, reg, names, fs,
                                         klen, 0 if n < 0 else NAME_JSON_ESCAPED)
                                     if fid < 0:
                                         code = E_TOO_MANY_FIELDS
                                         break
-                                if n < 0:
+                                if n < 0 and fid != OVERFLOW_FIELD:
                                     kc[e, 0] = fs
                                     kc[e, 1] = klen
                                     kc[e, 2] = fid
-                            seed = seeds[fid]
+                            # a field past the registry's capacity shares the overflow
+                            # field; its keys hash (its name, the value)
+                            seed = fseed if fid == OVERFLOW_FIELD else seeds[fid]
                             if fseen[fid] == gen:  # the field again: its keys may repeat
                                 distinct = False
                             fseen[fid] = gen
@@ -370,6 +408,7 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
                                 break
                             p = skip_ws(buf, p + 1, end, wst)
                             c = at(buf, p, end)
+                            vpos = p
                             in_list = False
                             if c == 91:  # a list of strings
                                 in_list = True
@@ -380,6 +419,7 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
                                     in_list = False
                                     c = -1  # nothing to read
                             while c >= 0:  # the value, or each item of the list
+                                vpos = p
                                 if c == 34 or (c == 110 and not in_list):  # a token
                                     vs = p + 1
                                     raw = 0
@@ -476,9 +516,17 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
                             break
                 elif key == K_LABEL:
                     fcode = F_LABEL
+                    vpos = p
                     d = at(buf, p + 1, end)
-                    if (c == 48 or c == 49) and not (48 <= d <= 57 or d == 46 or d == 101
-                                                     or d == 69):
+                    if ignore_label:  # any label, even Python's NaN/Infinity
+                        q = non_finite(buf, p, end)
+                        p = q if q > 0 else skip_value(buf, p, end, cls, wst, scratch, stack,
+                                                       pow5, pow10)
+                        if p < 0:
+                            code = E_SYNTAX
+                            break
+                    elif (c == 48 or c == 49) and not (48 <= d <= 57 or d == 46 or d == 101
+                                                       or d == 69):
                         label = 1.0 if c == 49 else 0.0  # 0 or 1: no call to parse it
                         p += 1
                     elif c == 45 or 48 <= c <= 57:
@@ -486,22 +534,29 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
                         if status_n == NUM_SYNTAX:
                             code = E_SYNTAX
                             break
-                        if status_n != NUM_OK or not (v == 0.0 or v == 1.0 or v == -1.0):
+                        if status_n != NUM_OK or not (v == 0.0 or v == 1.0):
                             code = E_LABEL
                             break
                         label = 1.0 if v == 1.0 else 0.0
-                    elif c == 116 or c == 102 or c == 110:
+                    elif c == 110:
                         q = literal(buf, p, end)
                         if q < 0:
                             code = E_SYNTAX
                             break
-                        label = 1.0 if c == 116 else 0.0 if c == 102 else np.nan
+                        label = np.nan
                         p = q
-                    else:
+                    elif c == 116 or c == 102:  # booleans are not labels
+                        code = E_LABEL if literal(buf, p, end) > 0 else E_SYNTAX
+                        break
+                    elif c == 34 or c == 91 or c == 123:
                         code = E_LABEL
+                        break
+                    else:  # not a JSON value (NaN, Infinity): the field is known
+                        code = E_SYNTAX
                         break
                 elif key == K_WEIGHT:
                     fcode = F_WEIGHT
+                    vpos = p
                     if c == 45 or 48 <= c <= 57:
                         simple, v, q = json_simple_number(buf, p, end, pow10)
                         if simple:
@@ -522,11 +577,15 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
                             code = E_SYNTAX
                             break
                         weight = 1.0
-                    else:
+                    elif c == 34 or c == 91 or c == 123 or c == 116 or c == 102:
                         code = E_WEIGHT
+                        break
+                    else:  # not a JSON value (NaN, Infinity): the field is known
+                        code = E_SYNTAX
                         break
                 elif key == K_ID:
                     fcode = F_ID
+                    vpos = p
                     if c == 34:
                         q, n = read_plain(buf, p + 1, end)
                         if q == SLOW:
@@ -551,14 +610,18 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
                 else:
                     fcode = F_KEY
                     krange = pack_key(ks, q - 1 - ks)
+                    vpos = p
                     if strict:
                         code = E_UNKNOWN_KEY
                         break
+                    if n < 0 and q - 1 - ks == 2 and buf[ks] == 116 and buf[ks + 1] == 115:
+                        ts_pos = p  # the join's "ts" (plain key): where its value starts
                     p = skip_value(buf, p, end, cls, wst, scratch, stack, pow5, pow10)
                     if p < 0:
                         code = E_SYNTAX
                         break
                 fcode = F_ROW
+                vpos = -1
                 p = skip_ws(buf, p, end, wst)
                 c = at(buf, p, end)
                 if c == 125:
@@ -579,6 +642,22 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
                 code = E_MISSING_LABEL
                 fcode = F_LABEL
                 break
+            vpos = -1
+            if declared > 0 and not drop_missing:
+                # a declared field the event leaves out is missing, as an empty TSV column
+                # (JSON producers omit empty fields)
+                for f in range(1, declared + 1):
+                    if fseen[f] == gen:
+                        continue
+                    if w - row_start >= max_row:
+                        code = E_TOO_MANY_FEATURES
+                        fcode = F_ROW
+                        break
+                    emit_value(keys, fields, values, refs, kinds, hashes, row_start, w, f,
+                               xxh64(buf, 0, 0, seeds[f]), 1.0, 0, 0, hash_mask, pairs)
+                    w += 1
+                if code != 0:
+                    break
             if pair_a.size == 0:  # finish_row's dedupe alone, without its call overhead
                 if not distinct:  # (distinct fields, one value each: distinct keys)
                     if 2 * (w - row_start) > stamp.size:
@@ -644,6 +723,7 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
             err[1] = fcode
             err[2] = pos if mode == LINES else ev_start
             err[3] = krange
+            err[4] = vpos
             state[5] = count
             status = ERROR
             if mode == ARRAY:
@@ -661,6 +741,7 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
         ids[0, rows] = id_start
         ids[1, rows] = id_len
         ids[2, rows] = id_esc
+        ids[3, rows] = ts_pos
         rows += 1
         indptr[rows] = nnz
         count += 1

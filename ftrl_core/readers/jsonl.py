@@ -17,16 +17,25 @@ An event is ``{"label": 1, "features": {"site": "a.com", "price": 2.5, "tags": [
 
 Decisions where the brief left a choice:
 
-- ``label``: 0, 1 or -1 (-1 means 0, as in the Criteo and VW readers) in any JSON spelling
-  of those numbers (``1.0``, ``1e0``), or ``true``/``false``; ``null`` or no label at all
-  gives NaN (the row can be predicted; ``require_label`` makes it E_MISSING_LABEL).
-  Anything else is E_LABEL.
+- ``label``: a JSON number equal to 0 or 1 (``0``, ``1``, and as JSON has one number type,
+  ``1.0`` or ``1e0`` too: numeric producers write labels as floats); ``null`` or no label
+  at all gives NaN (the row can be predicted; ``require_label`` makes it E_MISSING_LABEL).
+  Anything else is E_LABEL: ``-1`` (VW's negative: in a 0|1 API it is more likely a bug
+  than a convention), ``true``/``false``, strings. ``NaN`` and ``Infinity`` are not JSON
+  (E_SYNTAX, reported with the field). To predict, ``ignore_label`` skips the value unread,
+  whatever it is (Python's ``NaN`` included).
 - ``weight``: a number from 0 to ``limits.MAX_WEIGHT`` (E_WEIGHT otherwise); ``null`` or
   absent means 1.
 - ``id``: a string (its raw byte range is kept per row in ``Batch.extra``: ``id_start``
   (-1: none), ``id_len``, ``id_escaped``; ``event_ids`` decodes them); ``null`` means none;
   another type is E_TYPE.
 - ``features`` absent or ``{}`` is E_EMPTY_FEATURES; not an object, E_TYPE.
+- Field names: 1 to ``limits.MAX_FIELD_NAME_BYTES`` bytes, no control characters
+  (E_FIELD_NAME), checked when a name is first met. Declared fields
+  (``FeatureOptions.fields``, ids 1..n): one an event leaves out gets its missing token
+  (nothing with ``drop_missing``), and with ``strict_fields`` an undeclared one is
+  E_UNKNOWN_FIELD. Past the registry's capacity new fields share the overflow field
+  (``fields.OVERFLOW_FIELD``), keyed by (name, value).
 - Repeated keys are not detected: every ``features`` entry counts (a repeated field adds
   its tokens again), and the last ``label``/``weight``/``id`` wins.
 - Unknown top-level keys are skipped (their values are still validated) unless
@@ -38,7 +47,8 @@ Decisions where the brief left a choice:
 
 Error fields (``BadLine.field``, ``EventError.field``): ``label``, ``weight``, ``id``,
 ``features``, ``features.<name>``, the name of an unknown key, ``events`` (the body's
-wrapper) or empty (the event as a whole).
+wrapper) or empty (the event as a whole); names are cut and escaped (``quoting``).
+``EventError.value`` quotes the bad value when there is one.
 
 For the HTTP service, ``parse_events`` (an NDJSON body) and ``parse_event_array`` (a body
 ``{"events": [...]}``) parse a whole in-memory body in one kernel call, never raise, and
@@ -48,13 +58,14 @@ decoding of the same body alone: about 3.5 ms).
 
 The parts: ``jsonkernel`` (the compiled scanner), ``jsonscan`` (strings, literals,
 skipping values), ``numparse`` (exact decimal conversion), ``dynfields`` (fields registered
-by kernels), ``tokenhash`` (inlined xxh64 of short tokens).
+by kernels), ``tokenhash`` (inlined xxh64 of short tokens), ``eventbuffers`` (a body's
+output arrays, recycled for predictions), ``eventresults`` (what parsing a body gives).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +73,9 @@ from ..batch import Batch
 from ..fields import FieldRegistry
 from .base import FeatureOptions, Outputs
 from .dynfields import DynamicFieldsFormat, registry_lock
+from .eventbuffers import Recycled, fresh, grow
+from .eventresults import EventError, EventsResult, as_buffer, id_arrays
+from .eventresults import event_ids as event_ids  # the body API is imported from here
 from .jsonkernel import (
     ARRAY,
     F_EVENTS,
@@ -73,6 +87,7 @@ from .jsonkernel import (
     F_LABEL,
     F_ROW,
     F_WEIGHT,
+    ID_ROWS,
     KEY_LEN_BITS,
     KEYWORDS,
     LINES,
@@ -82,8 +97,11 @@ from .jsonkernel import (
 )
 from .jsonscan import string_classes, whitespace
 from .numparse import POW5, POW10
-from .rows import ERROR, ERROR_MESSAGES, FULL
+from .quoting import shorten, value_text
+from .rows import E_LABEL, ERROR, ERROR_MESSAGES, FULL
 
+#: JSON events take 0|1 labels only (the readers of VW and TSV files take -1 too)
+MESSAGES = {**ERROR_MESSAGES, E_LABEL: "label is not 0 or 1"}
 CLASSES = string_classes()
 WS_LINE = whitespace(newline=False)
 WS_ANY = whitespace(newline=True)
@@ -94,11 +112,14 @@ _FIXED_NAMES = {F_ROW: "", F_LABEL: "label", F_WEIGHT: "weight", F_ID: "id",
 def key_text(buf: np.ndarray, packed: int) -> str:
     """The key an error points at (``err[3]``: start << 24 | raw length)."""
     start, length = packed >> KEY_LEN_BITS, packed & ((1 << KEY_LEN_BITS) - 1)
-    raw = buf[start:start + length].tobytes()
+    raw = buf[start:start + min(length, 1024)].tobytes()
     try:
-        return str(json.loads(b'"' + raw + b'"'))
+        text = str(json.loads(b'"' + raw + b'"'))
     except ValueError:
-        return raw.decode("utf-8", "replace")
+        text = raw.decode("utf-8", "backslashreplace")
+    if length > 1024:
+        return shorten(text, 80)[:80] + f"... ({length} bytes)"
+    return shorten(text, 80)
 
 
 def error_field(buf: np.ndarray, err: np.ndarray, registry: FieldRegistry) -> str:
@@ -117,25 +138,88 @@ class JsonlFormat(DynamicFieldsFormat):
     """One JSON event per line (see the module docstring)."""
 
     name = "jsonl"
+    messages = MESSAGES
 
-    def __init__(self, registry: FieldRegistry, options: FeatureOptions) -> None:
+    def __init__(self, registry: FieldRegistry, options: FeatureOptions,
+                 recycle: bool = False) -> None:
+        """``recycle``: in-memory bodies reuse one set of output arrays (see
+        ``eventbuffers.Recycled``: each batch is overwritten by the next parse)."""
         super().__init__(registry, options)
+        declared = len(options.fields)
+        if tuple(registry.names[1:declared + 1]) != options.fields:
+            raise ValueError("the field registry does not start with the declared fields")
         self._opts = np.array([options.drop_missing, options.max_row_features, options.strict,
-                               0], dtype=np.int64)
-        self._ids = np.zeros((3, 1), dtype=np.int64)
+                               0, declared, options.strict_fields, 0], dtype=np.int64)
+        # the kernel's options by (require_label, ignore_label) (read-only to it: shared
+        # between calls)
+        self._opts_by_mode: dict[tuple[bool, bool], np.ndarray] = {}
+        for require in (False, True):
+            for ignore in (False, True):
+                opts = self._opts.copy()
+                opts[3], opts[6] = require, ignore
+                self._opts_by_mode[(require, ignore)] = opts
+        self.hash_mask = options.hash_mask
+        self._ids = np.zeros((ID_ROWS, 1), dtype=np.int64)
         self._err_field = ""
+        self.recycled = Recycled() if recycle else None
+        #: the kernel's arguments for recycled outputs (see scan_body)
+        self._bound: tuple[Any, ...] | None = None
         #: held while a kernel may register fields: one lock per registry, shared by the
         #: formats that use it (the file reader's thread is alone and does not take it)
         self.lock = registry_lock(registry)
 
-    def options_array(self, require_label: bool) -> np.ndarray:
-        opts = self._opts.copy()
-        opts[3] = require_label
-        return opts
+    def body_outputs(self, end: int) -> tuple[Outputs, np.ndarray]:
+        """Outputs and id arrays for an in-memory body of ``end`` bytes (recycled ones if
+        the format recycles): room for every row it can hold, and a whole row more."""
+        rows_cap = end // 16 + 2  # an event takes at least 20 bytes: rarely grown
+        nnz_cap = end // 3 + rows_cap + self.options.max_row_features + 64
+        if self.recycled is None:
+            return fresh(rows_cap, nnz_cap)
+        return self.recycled.take(rows_cap, nnz_cap)
+
+    def scan_body(self, buf: np.ndarray, array: bool, require_label: bool, out: Outputs,
+                  ids: np.ndarray, ignore_label: bool = False) -> int:
+        """One kernel call over an in-memory body, on from ``out.state``; the fields it
+        registered are adopted. Returns OK, FULL or ERROR. The caller holds ``lock``."""
+        pairs = self.registry.pair_arrays()
+        bound = self._bound
+        mode = (array, require_label, ignore_label)
+        if self.recycled is None:  # fresh outputs each body: nothing to keep
+            args = self._arguments(mode, out, ids, pairs)
+        elif bound is not None and bound[0] is out and bound[1] is ids \
+                and bound[2] is pairs and bound[3] == mode:
+            args = bound[4]
+        else:
+            args = self._arguments(mode, out, ids, pairs)
+            self._bound = (out, ids, pairs, mode, args)
+        args[1] = buf
+        args[2] = buf.size
+        self.begin()
+        try:
+            status = int(scan_events(*args))
+        finally:
+            args[1] = None  # the body is not kept
+        self.adopt_names(buf)
+        return status
+
+    def _arguments(self, mode: tuple[bool, bool, bool], out: Outputs, ids: np.ndarray,
+                   pairs: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[Any]:
+        """The kernel's arguments, the body's two left empty. ``scan_body`` keeps them while
+        the outputs, the interaction pairs and the mode (array, require_label,
+        ignore_label) stay the same (recycled outputs: collecting them anew took a tenth of
+        a one-event prediction's Python)."""
+        reg = self.registry
+        array, require_label, ignore_label = mode
+        return [ARRAY if array else LINES, None, 0, True,
+                self._opts_by_mode[(require_label, ignore_label)],
+                CLASSES, WS_ANY if array else WS_LINE, KEYWORDS, POW5, POW10, reg.seeds,
+                reg.lookup_keys, reg.lookup_ids, self._reg, self._names, self.hash_mask,
+                *pairs, out.indptr, out.keys, out.fields, out.values, out.refs, out.kinds,
+                out.labels, out.weights, out.lines, ids, out.err, out.state]
 
     def parse(self, buf: np.ndarray, pos: int, end: int, final: bool, out: Outputs) -> int:
         self.begin()
-        self._ids = np.empty((3, out.labels.size), dtype=np.int64)
+        self._ids = np.empty((ID_ROWS, out.labels.size), dtype=np.int64)
         reg = self.registry
         pa, pb, pf = reg.pair_arrays()
         state = np.zeros(STATE_SIZE, dtype=np.int64)
@@ -144,7 +228,7 @@ class JsonlFormat(DynamicFieldsFormat):
         status = int(scan_events(
             LINES, buf, end, final, self._opts, CLASSES, WS_LINE, KEYWORDS, POW5, POW10,
             reg.seeds, reg.lookup_keys, reg.lookup_ids, self._reg, self._names,
-            self.options.hash_mask, pa, pb, pf, out.indptr, out.keys, out.fields, out.values,
+            self.hash_mask, pa, pb, pf, out.indptr, out.keys, out.fields, out.values,
             out.refs, out.kinds, out.labels, out.weights, out.lines, self._ids, out.err,
             state))
         out.state[:] = state[:4]
@@ -161,110 +245,28 @@ class JsonlFormat(DynamicFieldsFormat):
         return self._err_field
 
 
-def id_arrays(ids: np.ndarray) -> dict[str, np.ndarray]:
-    return {"id_start": ids[0], "id_len": ids[1], "id_escaped": ids[2]}
-
-
-def event_ids(batch: Batch) -> list[str | None]:
-    """The ``id`` of each row of a JSON batch (None where the event had none)."""
-    starts = batch.extra["id_start"]
-    lens = batch.extra["id_len"]
-    escaped = batch.extra["id_escaped"]
-    assert isinstance(starts, np.ndarray) and isinstance(lens, np.ndarray)
-    assert isinstance(escaped, np.ndarray) and batch.buf is not None
-    raw = batch.buf
-    out: list[str | None] = []
-    for s, n, e in zip(starts.tolist(), lens.tolist(), escaped.tolist(), strict=True):
-        if s < 0:
-            out.append(None)
-            continue
-        text = raw[s:s + n].tobytes()
-        out.append(json.loads(b'"' + text + b'"') if e else text.decode("utf-8"))
-    return out
-
-
-@dataclass
-class EventError:
-    """A bad event of a body: its index (0-based line or array position; -1: the body
-    itself), the field and the message; ``code`` is the ``rows.E_*`` code."""
-
-    index: int
-    field: str
-    message: str
-    code: int
-
-
-@dataclass
-class EventsResult:
-    """The good events of a body as one batch (``extra["event_index"]`` maps rows back to
-    events), and the bad ones."""
-
-    batch: Batch
-    errors: list[EventError]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
-def _as_buffer(body: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
-    if isinstance(body, np.ndarray):
-        arr = np.ascontiguousarray(body).reshape(-1).view(np.uint8)
-    else:
-        arr = np.frombuffer(body, dtype=np.uint8)
-    # kernels are compiled for writable arrays: one type, one compiled version
-    return arr if arr.flags.writeable else arr.copy()
-
-
-def _grow(out: Outputs, ids: np.ndarray) -> tuple[Outputs, np.ndarray]:
-    """The same outputs with twice the room where the kernel ran out of it."""
-    rows, used = int(out.state[1]), int(out.state[2])
-    rows_cap = out.labels.size * (2 if rows + 1 >= out.labels.size else 1)
-    new = Outputs.allocate(rows_cap, 2 * out.keys.size)
-    new.indptr[: rows + 1] = out.indptr[: rows + 1]
-    for name in ("keys", "fields", "values", "refs", "kinds"):
-        getattr(new, name)[:used] = getattr(out, name)[:used]
-    for name in ("labels", "weights", "lines"):
-        getattr(new, name)[:rows] = getattr(out, name)[:rows]
-    new_ids = np.empty((3, rows_cap), dtype=np.int64)
-    new_ids[:, :rows] = ids[:, :rows]
-    new.err, new.state = out.err, out.state
-    return new, new_ids
-
-
 def _events(body: bytes | bytearray | memoryview | np.ndarray, fmt: JsonlFormat,
-            require_label: bool, array: bool) -> EventsResult:
-    buf = _as_buffer(body)
+            require_label: bool, array: bool, ignore_label: bool = False) -> EventsResult:
+    buf = as_buffer(body)
     end = int(buf.size)
-    max_row = fmt.options.max_row_features
-    rows_cap = end // 16 + 2  # an event takes at least 20 bytes: rarely grown
-    out = Outputs.allocate(rows_cap, end // 3 + rows_cap + max_row + 64)
-    out.state = np.zeros(STATE_SIZE, dtype=np.int64)
-    ids = np.empty((3, rows_cap), dtype=np.int64)
-    opts = fmt.options_array(require_label)
+    out, ids = fmt.body_outputs(end)
     reg = fmt.registry
     errors: list[EventError] = []
     with fmt.lock:
-        pa, pb, pf = reg.pair_arrays()
         while True:
-            fmt.begin()
-            status = scan_events(
-                ARRAY if array else LINES, buf, end, True, opts, CLASSES,
-                WS_ANY if array else WS_LINE, KEYWORDS, POW5, POW10, reg.seeds,
-                reg.lookup_keys, reg.lookup_ids, fmt._reg, fmt._names, fmt.options.hash_mask,
-                pa, pb, pf, out.indptr, out.keys, out.fields, out.values, out.refs, out.kinds,
-                out.labels, out.weights, out.lines, ids, out.err, out.state)
-            fmt.adopt_names(buf)
+            status = fmt.scan_body(buf, array, require_label, out, ids, ignore_label)
             if status == FULL:
-                out, ids = _grow(out, ids)
+                out, ids = grow(out, ids)
                 continue
             if status != ERROR:
                 break
             code = int(out.err[0])
             index = int(out.state[5])
             errors.append(EventError(index, error_field(buf, out.err, reg),
-                                     ERROR_MESSAGES.get(code, f"error {code}"), code))
+                                     MESSAGES.get(code, f"error {code}"), code,
+                                     value_text(buf, int(out.err[4]))))
             out.err[:] = 0
+            out.err[4] = -1
             if array:
                 if out.state[4] == PH_DONE:
                     break
@@ -273,10 +275,14 @@ def _events(body: bytes | bytearray | memoryview | np.ndarray, fmt: JsonlFormat,
                 out.state[0] = end if nl < 0 else int(out.state[0]) + nl + 1
                 out.state[3] += 1
     rows = int(out.state[1])
-    batch = out.batch(buf, 1)
-    batch.extra = {**id_arrays(ids[:, :rows]), "event_index": out.lines[:rows]}
-    if array:
-        batch.lines = None
+    nnz = int(out.state[2])
+    lines = out.lines[:rows]
+    batch = Batch(out.indptr[: rows + 1], out.keys[:nnz], out.fields[:nnz], out.values[:nnz],
+                  out.labels[:rows], out.weights[:rows], out.refs[:nnz], out.kinds[:nnz], buf,
+                  None if array else lines + 1,
+                  {"id_start": ids[0, :rows], "id_len": ids[1, :rows],
+                   "id_escaped": ids[2, :rows], "ts_start": ids[3, :rows],
+                   "event_index": lines})
     return EventsResult(batch, errors)
 
 
@@ -289,9 +295,10 @@ def parse_events(body: bytes | bytearray | memoryview | np.ndarray, fmt: JsonlFo
 
 
 def parse_event_array(body: bytes | bytearray | memoryview | np.ndarray, fmt: JsonlFormat,
-                      *, require_label: bool) -> EventsResult:
+                      *, require_label: bool, ignore_label: bool = False) -> EventsResult:
     """Parse a body ``{"events": [event, ...]}`` without raising; errors carry the event's
     position in the list. A bad event is skipped when it is valid JSON; after a syntax error
     nothing more of the body can be read (it is reported, with the events before it kept).
-    Other keys of the body are ignored (E_UNKNOWN_KEY with ``strict``)."""
-    return _events(body, fmt, require_label, array=True)
+    Other keys of the body are ignored (E_UNKNOWN_KEY with ``strict``). ``ignore_label``
+    (predictions): labels are skipped, whatever their value."""
+    return _events(body, fmt, require_label, array=True, ignore_label=ignore_label)

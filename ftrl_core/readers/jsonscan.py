@@ -283,6 +283,22 @@ def literal(buf: np.ndarray, p: int, lim: int) -> int:
     return p + n
 
 
+@inline_kernel
+def non_finite(buf: np.ndarray, p: int, lim: int) -> int:
+    """Position after ``NaN``, ``Infinity`` or ``-Infinity`` at ``p`` (not JSON, but what
+    Python's json writes for non-finite floats), or -1."""
+    if p + 3 <= lim and buf[p] == 78 and buf[p + 1] == 97 and buf[p + 2] == 78:
+        return p + 3
+    q = p + 1 if p < lim and buf[p] == 45 else p
+    word = (73, 110, 102, 105, 110, 105, 116, 121)  # Infinity
+    if q + 8 > lim:
+        return -1
+    for i in range(8):
+        if buf[q + i] != word[i]:
+            return -1
+    return q + 8
+
+
 @kernel
 def skip_value(buf: np.ndarray, p: int, lim: int, cls: np.ndarray, wst: np.ndarray,
                scratch: np.ndarray, stack: np.ndarray, pow5: np.ndarray,
@@ -360,3 +376,29 @@ def skip_value(buf: np.ndarray, p: int, lim: int, cls: np.ndarray, wst: np.ndarr
                 return -1
             p += 1
             break
+
+
+@kernel
+def too_deep_at(buf: np.ndarray, limit: int) -> int:
+    """Offset of the first ``[`` or ``{`` (outside strings) that opens nesting level
+    ``limit + 1``, or -1: where a document is nested deeper than a parser accepts."""
+    depth = 0
+    in_string = False
+    i = 0
+    while i < buf.size:
+        c = buf[i]
+        if in_string:
+            if c == 92:  # a backslash: skip the escaped byte
+                i += 1
+            elif c == 34:
+                in_string = False
+        elif c == 34:
+            in_string = True
+        elif c == 91 or c == 123:
+            depth += 1
+            if depth > limit:
+                return i
+        elif c == 93 or c == 125:
+            depth -= 1
+        i += 1
+    return -1

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._jit import inline_kernel
 from ..hashing import BIAS_HASH, NUMERIC_TAG, make_key, mix64, pair_hash
-from ..limits import MAX_ABS_VALUE, MAX_WEIGHT
+from ..limits import MAX_ABS_VALUE, MAX_FIELD_NAME_BYTES, MAX_WEIGHT
 from ..rowmerge import dedupe_row as _dedupe
 
 #: the feature is the bias
@@ -49,6 +49,8 @@ E_EMPTY_FEATURES = 9
 E_UNKNOWN_KEY = 10
 E_INTEGER = 11
 E_MISSING_LABEL = 12
+E_FIELD_NAME = 13
+E_UNKNOWN_FIELD = 14
 
 ERROR_MESSAGES = {
     E_COLUMNS: "wrong number of columns",
@@ -65,6 +67,9 @@ ERROR_MESSAGES = {
     E_UNKNOWN_KEY: "unknown key",
     E_INTEGER: "integer column holds a non-integer value",
     E_MISSING_LABEL: "label is missing",
+    E_FIELD_NAME: f"field name is empty, longer than {MAX_FIELD_NAME_BYTES} bytes, holds "
+                  "control characters, or is the reserved (overflow)",
+    E_UNKNOWN_FIELD: "field is not one of the declared fields (--fields, --strict-fields)",
 }
 
 

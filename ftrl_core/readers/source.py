@@ -8,6 +8,7 @@ whatever the file size.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,8 +33,43 @@ def open_binary(path: str | Path) -> BinaryIO:
     with open(p, "rb") as probe:
         magic = probe.read(2)
     if magic == GZIP_MAGIC:
-        return gzip.open(p, "rb")  # type: ignore[return-value]
+        return CheckedGzipFile(p)  # type: ignore[return-value]
     return open(p, "rb")
+
+
+class CheckedGzipFile(gzip.GzipFile):
+    """A gzip file whose damage (truncated, corrupt) is an ``InputError`` naming it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path), "rb")
+        self._path = path
+
+    def _damaged(self, exc: Exception) -> InputError:
+        return InputError(f"{self._path}: damaged gzip data ({exc})")
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return super().read(size)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise self._damaged(exc) from None
+
+    def read1(self, size: int = -1) -> bytes:
+        try:
+            return super().read1(size)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise self._damaged(exc) from None
+
+    def peek(self, n: int) -> bytes:
+        try:
+            return super().peek(n)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise self._damaged(exc) from None
+
+    def readline(self, size: int | None = -1) -> bytes:
+        try:
+            return super().readline(size)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise self._damaged(exc) from None
 
 
 def peek_lines(path: str | Path, n: int = 2, limit: int = 1 << 16) -> list[bytes]:

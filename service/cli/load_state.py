@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from ftrl_core.model import Model
-from ftrl_core.stores import StateStoreError, open_state, seed, snapshot
 
-from .learner_args import add_state_arguments
+from .outputs import check_output
+from .state_args import add_state_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,9 +31,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = open_state(args.state, args.model_name, buckets=args.buckets)
-    if store is None:
-        raise ValueError("--state: load-state needs a shared store (redis://...)")
+    from service.stores import StoreError, parse_state_url
+    from service.stores.redis import RedisState, seed, snapshot
+
+    check_output(args.snapshot_out, "--snapshot-out")
+    try:
+        if parse_state_url(args.state).scheme == "memory":
+            raise ValueError("--state: load-state needs a shared store (redis://...)")
+        store = RedisState(args.state, args.model_name, buckets=args.buckets)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
     try:
         if args.snapshot_out is not None:
             model = snapshot(store)
@@ -47,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"loaded {n:,} coordinates into model {args.model_name!r} at {args.state}",
               file=sys.stderr)
         return 0
-    except StateStoreError as exc:
+    except StoreError as exc:
         raise ValueError(str(exc)) from None
     finally:
         store.close()

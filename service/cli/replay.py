@@ -5,6 +5,10 @@ Examples:
   ctr replay syn1m.tsv --url http://127.0.0.1:8000 --metrics-json m.json
   ctr replay events.jsonl --url http://127.0.0.1:8000 --concurrency 1   # exact file order
 
+A mixed stream of impressions and clicks (``"type": "impression" | "click"``, as
+the bench kit's ``gen_events.py`` writes) goes to /v1/impressions and /v1/feedback in
+file order, one request at a time (``replay_join``).
+
 With ``--concurrency 1`` the server learns the rows in exactly file order, so the progressive
 logloss equals that of ``ctr train`` on the same file and learner flags. With more requests
 in flight, batches may be learned a little out of order (the metrics are still computed in
@@ -137,13 +141,23 @@ def run(args: argparse.Namespace) -> int:
     from clients import CTRError
 
     from . import CommandError
+    from .replay_join import is_mixed, replay_mixed
 
     try:
-        m = replay(args)
+        mixed = args.format in ("auto", "jsonl") and is_mixed(str(args.data))
+        m = replay_mixed(args) if mixed else replay(args)
     except CTRError as exc:
         raise CommandError(f"{args.url}: {exc}") from exc
     if args.metrics_json is not None:
         args.metrics_json.write_text(json.dumps(m, indent=1))
+    if mixed:
+        if not args.quiet:
+            print(f"impressions {m['impressions']:,}  clicks {m['clicks']:,} (joined "
+                  f"{m['joined']:,}, late {m['late']:,}, unknown {m['unknown']:,})  logloss "
+                  f"at impression time {m['logloss']:.6f}  {m['events_per_second']:,.0f} "
+                  f"events/s  ({m['seconds']:.2f} s, model_version {m['model_version']})",
+                  file=sys.stderr)
+        return 0
     if not args.quiet:
         print(f"rows {m['rows']:,}  logloss {m['logloss']:.6f}  auc {m['auc']:.5f}  "
               f"{m['events_per_second']:,.0f} events/s  ({m['seconds']:.2f} s, "

@@ -1,5 +1,9 @@
 """Send event bodies to a server with a few requests in flight, answers back in file order.
 
+Every training batch carries an Idempotency-Key, kept across its retries (connection
+failures, 503, 409; with backoff, honouring Retry-After), so a replay through a server
+restart ends with every event learned exactly once.
+
 Used by ``ctr replay`` (``/v1/train``) and ``ctr predict --url`` (``/v1/predict``). Each of
 the ``concurrency`` worker threads owns one client with one keep-alive connection; bodies
 are converted by a reader thread ahead of them (the converter releases the GIL), and the
@@ -16,12 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from clients import CTRClient, ValidationError
+from clients._wire import new_key
 from clients.results import PredictResult, TrainResult
 from ftrl_core.readers import BadLine, BadLineError
 from ftrl_core.readers.events import EventBatch
 from ftrl_core.trainer import prefetch
 
 _STOP = object()
+#: attempts of one batch (connection failures, 503, 409), each after a backoff of at most
+#: ``MAX_BACKOFF`` s: a replay rides out a server restart of about a minute
+RETRIES = 40
+MAX_BACKOFF = 2.0
 
 
 @dataclass
@@ -40,7 +49,7 @@ def _bad_events(err: ValidationError, batch: EventBatch) -> list[tuple[int, BadL
         i = e.get("index")
         if isinstance(i, int) and 0 <= i < batch.rows:
             a, b = (int(x) for x in batch.spans[i])
-            text = batch.body[a:min(b, a + 80)].decode("utf-8", "replace")
+            text = batch.body[a:min(b, a + 80)].decode("utf-8", "backslashreplace")
             out.append((i, BadLine(int(batch.lines[i]), str(e.get("field") or ""),
                                    str(e.get("detail") or "rejected by the server"), text)))
     return out
@@ -51,21 +60,23 @@ class Sender:
 
     def __init__(self, url: str, endpoint: Literal["train", "predict"], *,
                  api_key: str | None = None, concurrency: int = 4, timeout: float = 60.0,
-                 skip_bad_lines: bool = False, source: str = "") -> None:
+                 skip_bad_lines: bool = False, source: str = "",
+                 retries: int = RETRIES) -> None:
         if concurrency < 1:
             raise ValueError(f"--concurrency must be >= 1, got {concurrency}")
         self.url, self.endpoint, self.api_key = url, endpoint, api_key
         self.concurrency, self.timeout = int(concurrency), timeout
         self.skip_bad_lines, self.source = skip_bad_lines, source
-        self._clients = [CTRClient(url, api_key, timeout=timeout, max_connections=1)
+        self._clients = [CTRClient(url, api_key, timeout=timeout, max_connections=1,
+                                   retries=retries, max_backoff=MAX_BACKOFF)
                          for _ in range(self.concurrency)]
 
     def _post(self, client: CTRClient, batch: EventBatch) -> Answer:
         dropped: list[BadLine] = []
         while True:
             try:
-                if self.endpoint == "train":
-                    return Answer(batch, client.train(batch.body), dropped)
+                if self.endpoint == "train":  # one key per body: its retries are its own
+                    return Answer(batch, client.train(batch.body, new_key()), dropped)
                 return Answer(batch, client.predict(batch.body), dropped)
             except ValidationError as err:
                 bad = _bad_events(err, batch)

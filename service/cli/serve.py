@@ -1,16 +1,19 @@
 """Serve a model over HTTP: learn from events as they arrive, predict at once.
 
 Every flag has an environment variable: the flag name upper-cased with a CTR_ prefix
-(--snapshot-dir is CTR_SNAPSHOT_DIR, --lambda is CTR_LAMBDA); a flag wins over its variable.
+(--data-dir is CTR_DATA_DIR, --lambda is CTR_LAMBDA); a flag wins over its variable.
 API keys come from CTR_API_KEYS (comma-separated) and --api-key-file, never from a flag.
 
 Examples:
-  ctr serve --port 8000 --alpha 0.2 --snapshot-dir /var/lib/ctr --snapshot-every 60
-  ctr serve --model-in /var/lib/ctr/model.ctr --snapshot-dir /var/lib/ctr   # resume
+  ctr serve --port 8000 --alpha 0.2 --data-dir /var/lib/ctr   # durable; resumes from it
+  ctr serve --model-in model.ctr --data-dir /var/lib/ctr   # a new data dir from a file
   CTR_API_KEYS=k1,k2 CTR_PREDICT_OPEN=true ctr serve
-  ctr serve --workers 2 --state redis://127.0.0.1:7001,redis://127.0.0.1:7002
-      # two processes sharing one model through two Redis shards (deltas flushed after
-      # every batch; --sync-every-events N / --sync-every-ms MS flush less often)
+  ctr serve --workers 2 --data-dir D
+      # one learner process and two prediction workers mapping its model (memory store)
+  ctr serve --workers 2 --state redis://127.0.0.1:7001,redis://127.0.0.1:7002 --data-dir D
+      # two processes sharing one model through two Redis shards, each with its own
+      # write-ahead log (deltas flushed every 250 ms; --sync-every-events N /
+      # --sync-every-ms MS choose otherwise)
   ctr serve --variants "rda:lambda=1e-4,fobos:lambda=1e-4,ftrl:alpha=0.1;l1=5;name=strong"
       # then open http://127.0.0.1:8000/dashboard
 """
@@ -18,6 +21,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import logging
 import math
@@ -27,15 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .learner_args import LEARNER_FLAGS, add_learner_arguments
-
-#: serve flags whose value goes to Settings unchanged (dest == setting name)
-_DIRECT = ("host", "port", "workers", "state", "model_name", "sync_every_events",
-           "sync_every_ms", "buckets", "model_in", "snapshot_dir", "snapshot_every",
-           "api_key_file", "max_body_bytes", "strict", "predict_open", "access_log",
-           "shutdown_timeout", "variants", "stats_every", "stats_history",
-           "optimizer", "rate", "hash_bits", "interactions", "drop_missing", "ints",
-           "max_row_features", "keep_names")
+from service.learner_options import LearnerOptions
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
     s.add_argument("--workers", type=int,
-                   help="worker processes (default 1; more need a shared state store)")
+                   help="worker processes (default 1). With the memory store: N prediction "
+                        "workers over one learner process's model in shared memory (FTRL); "
+                        "with a Redis store: N workers sharing the model through it")
     s.add_argument("--log-level", dest="serve_log_level",
                    choices=["critical", "error", "warning", "info", "debug"],
                    help="server log level (default info)")
@@ -51,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="log every request (off by default)")
     s.add_argument("--shutdown-timeout", type=float, metavar="SECONDS",
                    help="on SIGTERM, wait this long for requests in flight (default 20), "
-                        "then write the final snapshot")
+                        "then write the final checkpoint")
     st = p.add_argument_group("state and snapshots")
     st.add_argument("--state", metavar="URL",
                     help="state store: memory:// (default, one worker) or "
@@ -69,21 +67,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     st.add_argument("--buckets", type=int,
                     help="shared store, exact-key layout: hashes a new model's coordinates "
                          "are spread over (default 16384)")
-    st.add_argument("--model-in", type=Path, help="start from this model file (a snapshot)")
-    st.add_argument("--snapshot-dir", type=Path,
-                    help="write snapshots here (DIR/model.ctr, atomically)")
+    st.add_argument("--model-in", type=Path,
+                    help="start from this model file (a new data directory, or none)")
+    st.add_argument("--data-dir", type=Path,
+                    help="keep checkpoints and a write-ahead log here: every answered request "
+                         "survives a crash, and a restart resumes from it (default: none, the "
+                         "model lives in memory only)")
+    st.add_argument("--fsync", choices=["always", "everysec", "no"],
+                    help="sync the write-ahead log before each answer (always, the default), "
+                         "once a second, or never (the kernel decides)")
     st.add_argument("--snapshot-every", type=float, metavar="SECONDS",
-                    help="snapshot this often when the model changed (default 60; 0: only "
-                         "on demand and at shutdown)")
+                    help="write a checkpoint this often when the model changed (default 60; "
+                         "0: only on demand and at shutdown); with a Redis store, how often "
+                         "each worker snapshots its pending impressions (the join)")
+    st.add_argument("--dedupe-window", type=float, metavar="SECONDS",
+                    help="remember Idempotency-Keys this long (default 600)")
     r = p.add_argument_group("requests and security")
     r.add_argument("--max-body-bytes", type=int,
                    help="largest request body, and longest stream line (default 16 MiB)")
     r.add_argument("--strict", action="store_true", default=None,
                    help="reject events with unknown top-level keys")
+    r.add_argument("--body-timeout", type=float, metavar="SECONDS",
+                   help="a request body must arrive whole within this (and each line of a "
+                        "stream); else 408 (default 60)")
+    r.add_argument("--header-timeout", type=float, metavar="SECONDS",
+                   help="the request line and headers must arrive within this; else the "
+                        "connection is closed (default 10)")
+    r.add_argument("--keep-alive-timeout", type=float, metavar="SECONDS",
+                   help="close idle keep-alive connections after this (default 5)")
+    r.add_argument("--max-connections", type=int, metavar="N",
+                   help="open connections per worker; more are answered 503 and closed "
+                        "(default 1000)")
     r.add_argument("--api-key-file", type=Path,
                    help="file of API keys, one per line (with CTR_API_KEYS)")
     r.add_argument("--predict-open", action="store_true", default=None,
                    help="with API keys, leave /v1/predict open")
+    j = p.add_argument_group("the attribution join (/v1/impressions, /v1/feedback)")
+    add_join_arguments(j)
     d = p.add_argument_group("shadow variants and dashboard")
     d.add_argument("--variants", metavar="SPEC,...",
                    help="extra learners trained on the same stream, compared on "
@@ -94,24 +114,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sample the dashboard's history this often (default 2)")
     d.add_argument("--stats-history", type=int, metavar="N",
                    help="samples of history kept (default 900)")
-    add_learner_arguments(p)
-    p.set_defaults(keep_names=None)
+    LearnerOptions.add_arguments(p)
+
+
+def add_join_arguments(group: argparse._ArgumentGroup) -> None:
+    """The join's flags, the same on ``ctr serve`` and ``ctr consume`` (defaults and ``CTR_``
+    variables are the Settings')."""
+    group.add_argument("--join-window", type=float, metavar="SECONDS",
+                   help="a click joins its impression within this many seconds of it "
+                        "(event time; default 3600)")
+    group.add_argument("--join-policy", choices=["wait", "fnw"],
+                   help="wait: learn each impression once its window closes (default); "
+                        "fnw: learn it at once as a negative, a click adds a weighted "
+                        "positive (fake-negative weighting)")
+    group.add_argument("--max-pending", type=int, metavar="N",
+                   help="pending impressions kept at most; the oldest close early "
+                        "(default 0: no limit)")
+    group.add_argument("--negative-rate", type=float, metavar="R",
+                   help="wait: keep a negative with probability R (by a hash of its id), "
+                        "learned with weight 1/R (default 1)")
 
 
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given on the command line (the rest come from CTR_* or defaults)."""
-    out: dict[str, Any] = {k: getattr(args, k) for k in _DIRECT
-                           if getattr(args, k, None) is not None}
-    if args.serve_log_level is not None:
+    """The settings given on the command line (the rest come from CTR_* or defaults): every
+    flag whose destination is a setting's name."""
+    from service.settings import Settings
+
+    out: dict[str, Any] = {k: getattr(args, k) for k in Settings.model_fields
+                           if k != "log_level" and getattr(args, k, None) is not None}
+    out.update(LearnerOptions.from_args(args).given())
+    if getattr(args, "serve_log_level", None) is not None:
         out["log_level"] = args.serve_log_level
-    for flag in LEARNER_FLAGS:
-        name = flag[2:]
-        value = getattr(args, f"opt_{name}")
-        if value is not None:
-            out["lambda_" if name == "lambda" else name] = value
-    for name in ("field_l1", "field_l2"):
-        if getattr(args, name):
-            out[name] = ",".join(getattr(args, name))
     return out
 
 
@@ -136,11 +169,14 @@ def _settings_error(exc: ValidationError) -> str:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ftrl_core.model import Model
     from service.app import create_app
     from service.auth import load_keys
+    from service.connections import LimitedHttpToolsProtocol
     from service.settings import Settings
-    from service.startup import check_startup, model_builder
-    from service.stores import StateStoreError, open_store
+    from service.startup import check_startup, model_builder, store_for
+    from service.stores import StoreError
+    from service.stores.datadir import DirLock
 
     from . import CommandError
 
@@ -149,23 +185,41 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise CommandError(_settings_error(exc)) from None
     check_startup(settings)
-    try:
-        store = open_store(settings.state, settings.model_name,
-                           sync_every_events=settings.sync_every_events,
-                           sync_every_ms=settings.sync_every_ms, buckets=settings.buckets)
+    if settings.model_in is not None and settings.state_scheme == "memory":
+        # read it once here, so a bad file is one line, not a server that fails to start
+        # with a traceback (the memory store reads it again in the app's lifespan)
+        Model.load(settings.model_in)
+    if settings.data_dir is not None and settings.state_scheme == "memory":
+        lock = DirLock(settings.data_dir)  # refused here, not after uvicorn started
         try:
-            if settings.state_scheme != "memory":  # identity check (and seeding) up front
+            if not lock.try_acquire():
+                raise CommandError(f"--data-dir {settings.data_dir} is in use by another "
+                                   "server; one server per data directory")
+        except StoreError as exc:
+            raise CommandError(str(exc)) from None
+        lock.release()
+    if settings.state_scheme != "memory":  # the identity check (and seeding) up front
+        try:
+            # without the data directory: the workers take their slots and logs
+            store = store_for(settings.model_copy(update={"data_dir": None}),
+                              auto_flush=False)
+            try:
                 store.open(model_builder(settings), settings.model_in)
-        finally:
-            store.close()
-    except StateStoreError as exc:
-        raise CommandError(str(exc)) from None
+            finally:
+                asyncio.run(store.close())
+        except StoreError as exc:
+            raise CommandError(str(exc)) from None
     load_keys(settings)
     logging.getLogger("service").setLevel(settings.log_level.upper())
     options: dict[str, Any] = dict(
         factory=True, host=settings.host, port=settings.port, log_level=settings.log_level,
         access_log=settings.access_log, lifespan="on", server_header=False,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout))
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+        timeout_keep_alive=settings.keep_alive_timeout, http=LimitedHttpToolsProtocol)
+    if settings.workers > 1 and settings.state_scheme == "memory":
+        from service.workers.supervisor import serve
+
+        return serve(settings, options)
     if settings.workers > 1:  # each worker process imports the app and reads CTR_* again
         os.environ.update(settings_environment(settings_overrides(args)))
         uvicorn.run("service.app:create_app_from_env", workers=settings.workers, **options)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import dashboard, health, model, predict, train
+from . import dashboard, health, join, model, predict, train
 
-ROUTERS = (train.router, predict.router, model.router, dashboard.router, health.router)
+ROUTERS = (train.router, predict.router, join.router, model.router, dashboard.router, health.router)
 
 __all__ = ["ROUTERS"]

@@ -14,6 +14,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, Response
 
+from ftrl_core.hashing import MAX_FIELDS
+
 from ..bodies import json_response
 from ..errors import not_ready
 from ..history import StatsHistory
@@ -56,4 +58,10 @@ async def stats(request: Request,
     history: StatsHistory | None = request.app.state.history
     if history is None:
         raise not_ready("the service is starting")
-    return json_response(history.payload(since))
+    payload = history.payload(since)
+    learner = request.app.state.learner
+    if learner is not None and learner._model is not None:
+        payload["field_ids"] = {"in_use": len(learner._model.registry),
+                                "capacity": MAX_FIELDS,
+                                "overflow_features": learner.overflow_features}
+    return json_response(payload)

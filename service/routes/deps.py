@@ -1,9 +1,11 @@
 """What routes need from the app: the learner service and the API-key checks.
 
-Cold routes take them as FastAPI dependencies (``Learner``, ``NeedsKey``). Hot routes call
-``learner_of``/``check_key`` themselves: resolving dependencies costs FastAPI more than the
-whole prediction of one event (and a plain ``def`` dependency would even run in a worker
-thread), so the dependency versions here are ``async def`` wrappers of the plain calls.
+Cold routes take them as FastAPI dependencies (``Learner``, ``NeedsKey``). The hot JSON
+routes check keys and readiness in ``jsonroutes`` (shared with the lean path), and the
+stream route calls ``learner_of``/``check_key`` itself: resolving dependencies costs FastAPI
+more than the whole prediction of one event (and a plain ``def`` dependency would even run
+in a worker thread), so the dependency versions here are ``async def`` wrappers of the
+plain calls.
 """
 
 from __future__ import annotations

@@ -7,9 +7,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from ..bodies import json_response
-from ..errors import not_ready
+from ..errors import Problem, not_ready
 from ..schemas import Health, problems
-from ..stores import MemoryStore
 from .deps import Learner
 
 router = APIRouter(tags=["operations"])
@@ -25,16 +24,17 @@ async def healthz() -> Response:
 
 @router.get("/readyz", response_model=Health, responses=problems(503))
 async def readyz(learner: Learner) -> Response:
-    """200 once the model is loaded and the kernels are compiled; 503 before. With a
-    shared state store, the body says whether it is reachable ("degraded": training answers
-    503, predictions serve from the cache)."""
+    """200 once the model is loaded and the kernels are compiled, and while the state store
+    works; 503 before, and while it is degraded (a shard that does not answer a PING within
+    a second, a flush kept after a failure, a write-ahead log that failed): training
+    answers 503 then, predictions keep serving. The body has the store's state."""
     if not learner.ready:
         raise not_ready("the model is loading and the kernels are compiling")
-    if isinstance(learner.store, MemoryStore):
-        return Response(_OK, media_type="application/json")
     store = learner.store.status()
-    return json_response({"status": "ok" if store.get("healthy") else "degraded",
-                          "store": store})
+    if not store.get("healthy"):
+        raise Problem(503, "store-unavailable", f"degraded: {store.get('error')}",
+                      headers={"Retry-After": "1"}, status_detail="degraded", store=store)
+    return json_response({"status": "ok", "store": store})
 
 
 @router.get("/metrics", response_class=Response, responses={200: {

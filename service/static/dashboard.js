@@ -10,7 +10,13 @@ const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"
 
 const $ = (id) => document.getElementById(id);
 const state = { boot: null, seq: 0, latest: null, selected: 0, charts: {}, names: [],
-                hist: null, timer: null };
+                hist: null, timer: null,
+                // the join's polls (/v1/join): recent samples for the rates; off once the
+                // service said it has no join (501), until it restarts
+                join: { samples: [], off: false } };
+// rates of the join's counters are taken over this many seconds of polls: /v1/join has
+// counters only, and a rate from the last two polls alone drops to 0 between bursts
+const JOIN_RATE_SECONDS = 30;
 
 function emptyHistory(names) {
   const models = {};
@@ -83,6 +89,7 @@ async function poll() {
       interval = data.interval || 2;
       ingest(data);
       render();
+      await pollJoin();
     }
   } catch (err) {
     setStatus(`the service did not answer (${err.message}); retrying`);
@@ -94,6 +101,7 @@ function ingest(data) {
   const names = data.models.map((m) => m.name);
   if (data.boot !== state.boot || names.join("\n") !== state.names.join("\n")) {
     state.boot = data.boot; state.seq = 0; state.names = names;
+    state.join = { samples: [], off: false };  // a restart: the join's counters restart too
     state.hist = emptyHistory(names);
     destroyCharts();
   }
@@ -114,6 +122,82 @@ function ingest(data) {
     for (const n of names) for (const k in H.models[n]) H.models[n][k].splice(0, cut);
   }
   if (data.models.length) state.latest = data;
+}
+
+// -- the join panel ----------------------------------------------------------------------------
+
+async function pollJoin() {
+  const panel = $("join-panel");
+  if (state.join.off) return;
+  let r;
+  try {
+    r = await fetch("v1/join", { headers: authHeaders(), cache: "no-store" });
+  } catch (err) {
+    return;  // the stats feed's next poll reports a service that does not answer
+  }
+  if (r.status === 501 || r.status === 404) {
+    // no join here (a Redis state store, --workers above 1): nothing to show, ever
+    state.join.off = true;
+    panel.hidden = true;
+    return;
+  }
+  if (!r.ok) { panel.hidden = true; return; }
+  const status = await r.json();
+  const samples = state.join.samples;
+  const now = performance.now() / 1000;
+  const last = samples[samples.length - 1];
+  // counters that went down: another process answers (a restart the stats boot missed)
+  if (last && (status.joined < last.joined || status.expired < last.expired)) samples.length = 0;
+  samples.push({ t: now, joined: status.joined, expired: status.expired });
+  while (samples.length > 2 && now - samples[1].t >= JOIN_RATE_SECONDS) samples.shift();
+  renderJoin(status);
+  panel.hidden = false;
+}
+
+function joinRate(key) {
+  const s = state.join.samples;
+  if (s.length < 2) return null;
+  const first = s[0], last = s[s.length - 1];
+  return (last[key] - first[key]) / (last.t - first.t);
+}
+
+function delayLabel(le) {
+  if (le === "+Inf") return "longer";
+  const v = Number(le);
+  return v >= 3600 ? `≤ ${v / 3600} h` : v >= 60 ? `≤ ${v / 60} min` : `≤ ${v} s`;
+}
+
+function renderJoin(status) {
+  $("join-policy").textContent = `--join-policy ${status.policy}, window ${status.window_seconds} s` +
+    (status.negative_rate < 1 ? `, negatives kept at rate ${status.negative_rate}` : "");
+  setFigure($("join-pending"), fmtInt(status.pending), status.pending);
+  const joins = joinRate("joined"), expiries = joinRate("expired");
+  setFigure($("join-joins-per-s"), fmtNum(joins, 3), joins);
+  setFigure($("join-expiries-per-s"), fmtNum(expiries, 3), expiries);
+  setFigure($("join-late"), fmtInt(status.late), status.late);
+  setFigure($("join-joined"), fmtInt(status.joined), status.joined);
+  setFigure($("join-expired"), fmtInt(status.expired), status.expired);
+  setFigure($("join-unknown"), fmtInt(status.unknown), status.unknown);
+  setFigure($("join-negatives-dropped"), fmtInt(status.negatives_dropped), status.negatives_dropped);
+  const h = status.click_delay_seconds;
+  const total = h.counts.reduce((a, b) => a + b, 0) || 1;
+  $("join-delays-body").replaceChildren(...h.le.map((le, i) => {
+    const tr = document.createElement("tr");
+    tr.dataset.testid = `join-delay-${i}`;
+    const name = document.createElement("td");
+    name.textContent = delayLabel(le);
+    const count = document.createElement("td");
+    count.className = "n";
+    setFigure(count, fmtInt(h.counts[i]), h.counts[i]);
+    count.dataset.testid = `join-delay-${i}-count`;
+    const bar = document.createElement("td");
+    bar.className = "bar";
+    const span = document.createElement("span");
+    span.style.width = `${(100 * h.counts[i]) / total}%`;
+    bar.append(span);
+    tr.append(name, count, bar);
+    return tr;
+  }));
 }
 
 // -- rendering ---------------------------------------------------------------------------------
@@ -215,19 +299,40 @@ function renderDetails() {
   if (!d) return;
   const m = d.models[Math.min(state.selected, d.models.length - 1)];
   renderFields(m);
+  renderBounded(m.bounded_fields);
   const centres = d.abs_w_edges.slice(0, -1).map((e, i) => (Math.log10(e) + Math.log10(d.abs_w_edges[i + 1])) / 2);
   chart("hist", () => barOptions(), [centres, m.abs_w_counts]);
   const b = m.calibration_buckets;
   chart("calibration", () => calibrationOptions(), [b.map((x) => x.mean_p), b.map((x) => x.ctr), b.map((x) => x.mean_p)]);
 }
 
+const OVERFLOW = "(overflow)";
+
+function renderFieldIds(ids, m) {
+  const note = $("fields-note");
+  if (!ids) { note.textContent = ""; return; }
+  let text = `${fmtInt(ids.in_use)} of ${fmtInt(ids.capacity)} field ids in use`;
+  const over = m.fields[OVERFLOW];
+  if (ids.overflow_features || over) {
+    text += ` · the ids are used up: later fields share the ${OVERFLOW} field ` +
+      `(${fmtInt(ids.overflow_features)} feature occurrences learned there since the start, ` +
+      `${fmtInt(over ? over.coordinates : 0)} coordinates)`;
+    note.className = "note warn";
+  } else {
+    note.className = "note";
+  }
+  note.textContent = text;
+}
+
 function renderFields(m) {
+  renderFieldIds(state.latest.field_ids, m);
   const entries = Object.entries(m.fields);
   const total = entries.reduce((s, [, f]) => s + f.l1, 0) || 1;
   const body = $("fields-body");
   body.replaceChildren(...entries.map(([name, f]) => {
     const tr = document.createElement("tr");
     if (f.nnz === 0) tr.className = "dropped";
+    if (name === OVERFLOW) tr.className += " overflow";
     const kept = f.coordinates ? (100 * f.nnz) / f.coordinates : 0;
     const cells = [name, fmtInt(f.coordinates), fmtInt(f.nnz), `${kept.toFixed(1)} %`, fmtNum(f.l1, 4)];
     cells.forEach((text, j) => {
@@ -243,6 +348,30 @@ function renderFields(m) {
     bar.append(span);
     tr.append(bar);
     tr.dataset.field = name;
+    return tr;
+  }));
+}
+
+const BOUNDED_COLUMNS = ["admitted", "refused", "evicted", "live"];
+
+// Only a learner with memory bounds has these counters: the card stays hidden otherwise.
+function renderBounded(perField) {
+  const card = $("bounded-card");
+  card.hidden = !perField;
+  if (!perField) { $("bounded-body").replaceChildren(); return; }
+  $("bounded-body").replaceChildren(...Object.entries(perField).map(([name, f]) => {
+    const tr = document.createElement("tr");
+    tr.dataset.field = name;
+    const first = document.createElement("td");
+    first.textContent = name;  // names go in as text, never as markup
+    tr.append(first);
+    for (const k of BOUNDED_COLUMNS) {
+      const td = document.createElement("td");
+      td.className = "n";
+      td.dataset.col = k;
+      setFigure(td, fmtInt(f[k]), f[k]);
+      tr.append(td);
+    }
     return tr;
   }));
 }

@@ -1,0 +1,173 @@
+"""Connection limits uvicorn lacks: a deadline for each request's head, and a cap on open
+connections.
+
+uvicorn closes an idle keep-alive connection (``--keep-alive-timeout``) but waits forever
+for a request line and headers, and accepts every connection: 2,000 clients that open a
+socket and send nothing (or a header byte now and then) hold 2,000 file descriptors. This
+protocol (uvicorn's httptools one, the one in use when httptools is installed, as it is
+here) adds:
+
+- ``header_timeout``: from a connection's start, or a request's first byte, its head must
+  be complete within this many seconds; otherwise the connection gets a 408 problem and is
+  closed (the body has its own deadline in the app: ``bodies.read_body``);
+- ``max_connections``: a connection past this many open ones (per worker process) gets a
+  503 problem with ``Retry-After`` and is closed at once, before any byte of it is read.
+
+The limits are class attributes set by ``configure`` (``create_app`` calls it: each worker
+process of ``ctr serve --workers N`` builds its app from the same settings), so uvicorn can
+be given the class itself (``Config(http=LimitedHttpToolsProtocol)``), also across worker
+processes. A reverse proxy in front (nginx ``client_header_timeout``,
+``client_body_timeout``, ``limit_conn``) does the same job earlier, and is still advised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .errors import Problem
+
+
+def _raw_problem(problem: Problem) -> bytes:
+    """A whole HTTP/1.1 response for ``problem``, written straight to the transport."""
+    body = msgspec.json.encode(problem.body())
+    head = [f"HTTP/1.1 {problem.status} {HTTPStatus(problem.status).phrase}",
+            "content-type: application/problem+json", "connection: close",
+            f"content-length: {len(body)}",
+            *(f"{k.lower()}: {v}" for k, v in (problem.headers or {}).items())]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+#: a held write and the next are sent as one bytes object up to this size (two writes
+#: beyond: copying a large body costs more than the send it saves)
+JOIN_BYTES = 1 << 16
+
+
+class JoinedWrites:
+    """The transport a connection's requests write to: a write that finds nothing held is
+    held until the next write or the end of this turn of the event loop, so a response's
+    head and body (two ASGI messages the app sends one after the other, two
+    ``transport.write`` calls in uvicorn) leave in one ``send()``: one system call and one
+    TCP segment instead of two, which on a single-event prediction was a third of the
+    server's CPU. ``close`` sends what is held first; everything else is the transport's."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is None:
+            self._held = bytes(data)
+            self._loop.call_soon(self._flush)
+            return
+        self._held = None
+        if len(held) + len(data) <= JOIN_BYTES:
+            self._transport.write(held + bytes(data))
+        else:
+            self._transport.write(held)
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a head deadline and a connection cap."""
+
+    header_timeout: float = 10.0
+    max_connections: int = 1000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        #: a request's head has begun and is not complete yet
+        self._in_head = False
+
+    # -- the cap --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.max_connections:
+            self._refused = True
+            self.transport = transport
+            problem = Problem(503, None, f"the server holds {self.max_connections} "
+                              "connections, its limit (--max-connections); retry later",
+                              headers={"Retry-After": "1"})
+            transport.write(_raw_problem(problem))
+            transport.close()
+            return
+        super().connection_made(transport)
+        self.transport = JoinedWrites(transport, self.loop)  # type: ignore[assignment]
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
+        # a head that began in these bytes and is still incomplete gets its deadline now
+        # (counted from its first bytes, as they arrived in this call); one that arrived
+        # whole, the common case, costs no timer
+        if self._in_head and self._head_timer is None and not self.transport.is_closing():
+            self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        if not self._refused:  # (a refused connection was never registered)
+            super().connection_lost(exc)
+
+    # -- the head deadline ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True  # its deadline is armed after the bytes at hand are parsed
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_too_slow)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        problem = Problem(408, "header-timeout", "the request line and headers did not arrive "
+                          f"within {self.header_timeout:g} s (--header-timeout)")
+        self.transport.write(_raw_problem(problem))
+        self.transport.close()
+
+
+def configure(header_timeout: float, max_connections: int) -> None:
+    """Set the limits of this process's connections."""
+    LimitedHttpToolsProtocol.header_timeout = float(header_timeout)
+    LimitedHttpToolsProtocol.max_connections = int(max_connections)

@@ -1,0 +1,598 @@
+"""The pending impressions and the clocks that close them.
+
+An impression is kept as its 64-bit id key and its parsed row -- hashed feature keys, field
+ids and values, packed ``FEATURE`` records in one ``bytes`` (20 bytes a feature) -- never as
+JSON or strings.
+``JoinState`` is deterministic: the same calls in the same order (live, or learning the
+write-ahead log again) close the same impressions in the same order and return the same
+rows to learn. It never reads a clock itself; times come from the caller (the request's
+arrival time, logged with it).
+
+Time is event time. An impression closes when its window has passed: ``ts + window`` is
+older than the watermark, the newest ``ts`` seen (impressions and clicks). An event
+without ``ts`` takes its arrival time instead and is closed by the arrival clock (the
+newest arrival time seen, advanced by the background tick too), so a service fed event
+times from the past never closes them by the wall clock. A click without ``ts`` happens
+now on its impression's clock (the watermark, or its arrival time). Closing order: by
+close time, then arrival.
+
+Shared (Redis) mode (``shared``, ``service.join.marks``): requests never close by event
+time; the join tick does (``advance``) with the watermark the workers agree on, after
+applying the clicks other workers published (``marks``).
+
+A click joins a pending impression when its time is within the window (a click at exactly
+``ts + window`` still counts); after that the impression is closed and the click is
+``late``. ``late`` and ``unknown`` are told apart for the last ``CLOSED_KEPT`` closed ids.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import sys
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+from .ids import coin
+from .policies import Policy, subsampled_weight
+
+#: closed ids remembered to tell a late click from an unknown one
+CLOSED_KEPT = 100_000
+#: shared mode: seconds before its first impression a worker starts reading the clicks
+#: other workers publish (Redis stream ids are the server's clock in ms)
+CURSOR_MARGIN = 60.0
+#: upper bounds (seconds) of the click-delay histogram's buckets; the last is +inf
+DELAY_BUCKETS: tuple[float, ...] = (1, 10, 60, 300, 900, 3600, 4 * 3600, 86400, math.inf)
+#: bytes per feature of a stored row: key (u64), field (i32), value (f64)
+FEATURE_BYTES = 20
+#: marks an fnw row whose weight comes from the model's prediction when it is learned
+FNW_WEIGHT = -1.0
+
+#: the join's counters, in the order checkpoints keep them (new ones go last)
+COUNTERS = ("impressions", "duplicates", "joined", "expired", "closed_early",
+            "closed_by_label", "late", "unknown", "repeated_clicks", "learned_positives",
+            "learned_negatives", "negatives_dropped",
+            # shared (Redis) mode only (``service.join.marks``): clicks this worker did not
+            # hold, published for the others; published clicks this worker held
+            "forwarded", "marks_matched")
+
+
+#: One impression waiting for its window to close: a plain tuple of atoms (``TS``,
+#: ``CLOSE_AT``, ``SEQ``, ``EVENT_TIME``, ``CLICKED``, ``ROW``), not an object: the garbage
+#: collector stops tracking such tuples, so hundreds of thousands pending cost it nothing
+#: (instances of a class are tracked and traversed: a fifth of the join's time went to
+#: collections). A click replaces the tuple.
+Pending = tuple[float, float, int, bool, float, bytes]
+TS: Final = 0
+CLOSE_AT: Final = 1
+SEQ: Final = 2
+EVENT_TIME: Final = 3
+CLICKED: Final = 4
+ROW: Final = 5
+# SEQ: arrival order (ties in close time close in this order); EVENT_TIME: closed by the
+# watermark (else by the arrival clock); CLICKED: the click's delay in seconds once one
+# joined, else -1
+
+
+class CloseQueue:
+    """``(close_at, seq, key)`` entries, smallest first: what a heap of them gives, at the
+    cost of a deque when entries come in order (impressions of one window, their ``ts``
+    rising). An entry not below the last in order is appended to the run; others go to a
+    heap; the smallest is the smaller of the two heads. Entries are unique (``seq``), so
+    the order is exactly a single heap's."""
+
+    __slots__ = ("heap", "run")
+
+    def __init__(self) -> None:
+        self.run: deque[tuple[float, int, int]] = deque()
+        self.heap: list[tuple[float, int, int]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.run) or bool(self.heap)
+
+    def __len__(self) -> int:
+        return len(self.run) + len(self.heap)
+
+    def push(self, entry: tuple[float, int, int]) -> None:
+        run = self.run
+        if not run or run[-1] < entry:
+            run.append(entry)
+        else:
+            heapq.heappush(self.heap, entry)
+
+    def top(self) -> tuple[float, int, int] | None:
+        """The smallest entry (closed or not), None when empty."""
+        run, heap = self.run, self.heap
+        if run:
+            if heap and heap[0] < run[0]:
+                return heap[0]
+            return run[0]
+        return heap[0] if heap else None
+
+    def pop(self) -> None:
+        """Drop the smallest entry."""
+        run, heap = self.run, self.heap
+        if run and not (heap and heap[0] < run[0]):
+            run.popleft()
+        else:
+            heapq.heappop(heap)
+
+    def live(self, pending: dict[int, Pending]) -> tuple[float, int, int] | None:
+        """The smallest entry of an impression still pending; closed ones surfacing are
+        dropped."""
+        while True:
+            top = self.top()
+            if top is None or top[2] in pending:
+                return top
+            self.pop()
+
+
+@dataclass
+class ToLearn:
+    """Rows to learn, in order: packed rows, labels, weights (``FNW_WEIGHT``: computed from
+    the prediction when learned)."""
+
+    rows: list[bytes] = field(default_factory=list)
+    labels: list[float] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+    def add(self, row: bytes, label: float, weight: float) -> None:
+        self.rows.append(row)
+        self.labels.append(label)
+        self.weights.append(weight)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+#: one stored feature: hashed key, field id, value (packed: 20 bytes)
+FEATURE = np.dtype([("key", "<u8"), ("field", "<i4"), ("value", "<f8")])
+assert FEATURE.itemsize == FEATURE_BYTES
+
+
+def pack_row(keys: np.ndarray, fields: np.ndarray, values: np.ndarray) -> bytes:
+    """One row's features as packed ``FEATURE`` records."""
+    return pack_rows(np.array([0, len(keys)]), keys, fields, values, [0])[0]
+
+
+def pack_rows(indptr: np.ndarray, keys: np.ndarray, fields: np.ndarray, values: np.ndarray,
+              rows: Sequence[int]) -> list[bytes]:
+    """``pack_row`` of each of ``rows`` of a CSR batch: one conversion for the batch, then
+    byte slices (per-row numpy calls cost more than the rest of an impression)."""
+    records = np.empty(len(keys), dtype=FEATURE)
+    records["key"] = keys
+    records["field"] = fields
+    records["value"] = values
+    raw = records.tobytes()
+    bounds = indptr.tolist()
+    n = FEATURE_BYTES
+    return [raw[n * bounds[r]:n * bounds[r + 1]] for r in rows]
+
+
+def unpack_rows(rows: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, keys, fields, values) of packed rows, as a CSR batch wants them."""
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)), out=indptr[1:])
+    indptr //= FEATURE_BYTES
+    records = np.frombuffer(b"".join(rows), dtype=FEATURE)
+    return (indptr, np.ascontiguousarray(records["key"]),
+            np.ascontiguousarray(records["field"]), np.ascontiguousarray(records["value"]))
+
+
+class JoinState:
+    def __init__(self, window: float, policy: Policy, max_pending: int = 0,
+                 negative_rate: float = 1.0, shared: bool = False) -> None:
+        self.window = float(window)
+        #: shared (Redis) mode: requests never close by event time, the join tick does with
+        #: the watermark every worker agrees on (``advance``); a click for an id this worker
+        #: does not hold is ``forwarded``, not ``unknown`` (``service.join.marks``)
+        self.shared = shared
+        #: the newest event time this worker has seen (what it adds to the shared watermark)
+        self.seen = -math.inf
+        #: the position in the shared click stream read up to ("" : none yet)
+        self.cursor = ""
+        self.policy = policy
+        self.max_pending = int(max_pending)  # 0: unbounded
+        self.negative_rate = float(negative_rate)
+        #: id key -> impression
+        self.pending: dict[int, Pending] = {}
+        #: (seq, key) in arrival order, for ``--max-pending``; closed ones are skipped when
+        #: they surface (a dict's first item is O(deleted items) to find: not used)
+        self._arrivals: deque[tuple[int, int]] = deque()
+        #: (close_at, seq, key) of the impressions each clock closes; closed entries are
+        #: skipped when they surface
+        self._by_event = CloseQueue()
+        self._by_arrival = CloseQueue()
+        self.watermark = -math.inf
+        self.clock = -math.inf
+        #: an event-time impression came in past its window: the next event closes it
+        self._stale = False
+        self.seq = 0
+        self.closed: OrderedDict[int, None] = OrderedDict()
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        #: requests applied (not kept in checkpoints): a checkpoint is due when it moved
+        self.changes = 0
+        self.delays = [0] * len(DELAY_BUCKETS)
+        self.row_bytes = 0
+
+    # -- requests --------------------------------------------------------------------------
+
+    def impressions(self, keys: list[int], ts: list[float | None], rows: list[bytes],
+                    at: float) -> tuple[ToLearn, list[bool]]:
+        """Remember impressions (``ts`` None: arrival time ``at``); returns the rows to
+        learn now and whether each impression was new (a repeated pending id is not)."""
+        out = ToLearn()
+        self.changes += 1
+        added = []
+        shared = self.shared
+        if not shared:
+            self._arrive(at, out)
+        elif not self.cursor and keys:
+            # the first impression: read the click stream from a little before it (its
+            # clicks come after it; the margin is for clocks of hosts that disagree). From
+            # the logged arrival time, so a replay starts at the same place
+            self.cursor = f"{max(0, int((at - CURSOR_MARGIN) * 1000))}-0"
+        # locals: this loop runs once per impression
+        pending, closed, counts = self.pending, self.closed, self.counts
+        window, fnw, bounded = self.window, self.policy == "fnw", self.max_pending
+        counts["impressions"] += len(keys)
+        by_event, by_arrival = self._by_event, self._by_arrival
+        ev_run, ev_heap = by_event.run, by_event.heap
+        seq = self.seq
+        row_bytes = 0
+        learn_rows, learn_labels, learn_weights = out.rows, out.labels, out.weights
+        for key, t, row in zip(keys, ts, rows, strict=True):
+            event_time = t is not None
+            when = at if t is None else t
+            if shared:  # closed by the tick, with the shared watermark
+                if event_time and when > self.seen:
+                    self.seen = when
+            # only a watermark that moves, or an impression that came in already past its
+            # window, can close anything (skipping the call is most of an event's cost)
+            elif event_time and (when > self.watermark or self._stale):
+                # the smallest close time pending or not (``CloseQueue.top``, inline)
+                top: tuple[float, int, int] | None
+                if ev_run:
+                    top = ev_heap[0] if ev_heap and ev_heap[0] < ev_run[0] else ev_run[0]
+                else:
+                    top = ev_heap[0] if ev_heap else None
+                if self._stale or (top is not None and top[0] < when):
+                    self._advance(when, self.clock, out)
+                else:  # the watermark moves, and closes nothing
+                    self.watermark = when
+            if key in pending or key in closed:
+                counts["duplicates"] += 1
+                added.append(False)
+                continue
+            if bounded and len(pending) >= bounded:
+                self._close(self._oldest(), out, "closed_early")
+            close_at = when + window
+            pending[key] = (when, close_at, seq, event_time, -1.0, row)
+            row_bytes += len(row)
+            entry = (close_at, seq, key)
+            if event_time:
+                if not ev_run or ev_run[-1] < entry:  # ``CloseQueue.push``, inline
+                    ev_run.append(entry)
+                else:
+                    heapq.heappush(ev_heap, entry)
+                if close_at < self.watermark:
+                    self._stale = True
+            else:
+                by_arrival.push(entry)
+            if bounded:
+                self._arrivals.append((seq, key))
+            seq += 1
+            added.append(True)
+            if fnw:  # learned at once as a (maybe fake) negative
+                learn_rows.append(row)
+                learn_labels.append(0.0)
+                learn_weights.append(FNW_WEIGHT)
+                counts["learned_negatives"] += 1
+        self.seq = seq
+        self.row_bytes += row_bytes
+        return out, added
+
+    def feedback(self, keys: list[int], ts: list[float | None], labels: list[int],
+                 at: float) -> ToLearn:
+        """Join clicks (label 1) and explicit negatives (label 0, closing at once)."""
+        out = ToLearn()
+        self.changes += 1
+        shared = self.shared
+        if not shared:
+            self._arrive(at, out)
+        for key, t, label in zip(keys, ts, labels, strict=True):
+            if shared:
+                if t is not None and t > self.seen:
+                    self.seen = t
+            elif t is not None and (t > self.watermark or self._stale):
+                self._advance(t, self.clock, out)
+            if shared and not self.owns(key):
+                self.counts["forwarded"] += 1  # published for the worker that holds it
+                continue
+            self._click(key, t, label, at, out)
+        return out
+
+    def owns(self, key: int) -> bool:
+        """Whether this worker holds the impression ``key`` (pending, or closed recently)."""
+        return key in self.pending or key in self.closed
+
+    def marks(self, keys: list[int], ts: list[float | None], labels: list[int],
+              ats: list[float]) -> ToLearn:
+        """Clicks other workers published (``service.join.marks``), applied before the
+        tick closes anything; those for ids this worker does not hold are someone else's.
+        A click without ``ts`` happens at the watermark the tick found (the last one
+        agreed before it was read) or, for an impression timed by arrival, at its own
+        arrival time on the worker that took it."""
+        out = ToLearn()
+        self.changes += 1
+        for key, t, label, at in zip(keys, ts, labels, ats, strict=True):
+            if not self.owns(key):
+                continue
+            self.counts["marks_matched"] += 1
+            self._click(key, t, label, at, out)
+        return out
+
+    def advance(self, watermark: float, now: float) -> ToLearn:
+        """The shared mode's tick: close what the agreed watermark and the arrival clock
+        have passed."""
+        out = ToLearn()
+        self.changes += 1
+        self._advance(watermark, now, out)
+        return out
+
+    def _click(self, key: int, t: float | None, label: int, at: float, out: ToLearn
+               ) -> None:
+        """One click (label 1) or explicit negative (label 0) on ``key``."""
+        imp = self.pending.get(key)
+        if imp is None:
+            self.counts["late" if key in self.closed else "unknown"] += 1
+            return
+        # a click without ts happens "now" on its impression's clock
+        when = t if t is not None else self.watermark if imp[EVENT_TIME] else at
+        if when > imp[CLOSE_AT]:  # its clock has not passed the window yet, the click has
+            self.counts["late"] += 1
+            return
+        if label == 0:
+            self._close(key, out, "closed_by_label")
+            return
+        if imp[CLICKED] >= 0:
+            self.counts["repeated_clicks"] += 1
+            return
+        delay = max(0.0, when - imp[TS])
+        self.pending[key] = (imp[TS], imp[CLOSE_AT], imp[SEQ], imp[EVENT_TIME], delay,
+                             imp[ROW])
+        self.counts["joined"] += 1
+        self.delays[_bucket(delay)] += 1
+        if self.policy == "fnw":  # the positive copy, now
+            out.add(imp[ROW], 1.0, FNW_WEIGHT)
+            self.counts["learned_positives"] += 1
+
+    def due(self, now: float) -> bool:
+        """Whether advancing the arrival clock to ``now`` would close an impression."""
+        top = self._by_arrival.live(self.pending)
+        return top is not None and top[0] < now
+
+    def due_event(self, watermark: float) -> bool:
+        """Whether advancing the watermark to ``watermark`` would close an impression."""
+        top = self._by_event.live(self.pending)
+        return top is not None and (top[0] < max(watermark, self.watermark) or self._stale)
+
+    def tick(self, now: float) -> ToLearn:
+        """Advance the arrival clock (the background tick)."""
+        out = ToLearn()
+        self.changes += 1
+        self._arrive(now, out)
+        return out
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def _arrive(self, at: float, out: ToLearn) -> None:
+        self._advance(self.watermark, at, out)
+
+    def _advance(self, watermark: float, clock: float, out: ToLearn) -> None:
+        self.watermark = max(self.watermark, watermark)
+        self.clock = max(self.clock, clock)
+        self._stale = False
+        ev, ar, pending = self._by_event, self._by_arrival, self.pending
+        watermark, clock = self.watermark, self.clock
+        if not ar:  # every impression timed by its ts (the usual case): one queue
+            self._expire(watermark, out)
+            return
+        while True:
+            e = ev.live(pending)
+            a = ar.live(pending)
+            if e is not None and e[0] >= watermark:
+                e = None
+            if a is not None and a[0] >= clock:
+                a = None
+            if e is None and a is None:
+                return
+            if a is None or (e is not None and e[:2] < a[:2]):
+                ev.pop()
+                self._close(e[2], out, "expired")  # type: ignore[index]
+            else:
+                ar.pop()
+                self._close(a[2], out, "expired")
+
+    def _expire(self, watermark: float, out: ToLearn) -> None:
+        """What ``_advance`` does when only the watermark closes impressions: ``_close``
+        (``expired``) of each one whose ``close_at`` it passed, in order, inline."""
+        run, heap = self._by_event.run, self._by_event.heap
+        pending, closed = self.pending, self.closed
+        wait, rate = self.policy == "wait", self.negative_rate
+        rows, labels, weights = out.rows, out.labels, out.weights
+        expired = positives = negatives = dropped = freed = 0
+        while True:
+            if run:
+                in_heap = bool(heap) and heap[0] < run[0]
+                top = heap[0] if in_heap else run[0]
+            elif heap:
+                in_heap = True
+                top = heap[0]
+            else:
+                break
+            key = top[2]
+            imp = pending.get(key)
+            if imp is not None and top[0] >= watermark:
+                break
+            if in_heap:
+                heapq.heappop(heap)
+            else:
+                run.popleft()
+            if imp is None:  # closed already
+                continue
+            del pending[key]
+            row = imp[ROW]
+            freed += len(row)
+            expired += 1
+            closed[key] = None
+            if len(closed) > CLOSED_KEPT:
+                closed.popitem(last=False)
+            if not wait:
+                continue  # fnw learned the impression when it came, its click when it came
+            if imp[CLICKED] >= 0:
+                rows.append(row)
+                labels.append(1.0)
+                weights.append(1.0)
+                positives += 1
+            elif rate >= 1.0:
+                rows.append(row)
+                labels.append(0.0)
+                weights.append(1.0)
+                negatives += 1
+            elif coin(key) < rate:
+                rows.append(row)
+                labels.append(0.0)
+                weights.append(subsampled_weight(rate))
+                negatives += 1
+            else:
+                dropped += 1
+        self.row_bytes -= freed
+        counts = self.counts
+        counts["expired"] += expired
+        counts["learned_positives"] += positives
+        counts["learned_negatives"] += negatives
+        counts["negatives_dropped"] += dropped
+
+    def _oldest(self) -> int:
+        arrivals = self._arrivals
+        while True:
+            seq, key = arrivals[0]
+            imp = self.pending.get(key)
+            if imp is not None and imp[SEQ] == seq:
+                return key
+            arrivals.popleft()
+
+    def _close(self, key: int, out: ToLearn, why: str) -> None:
+        imp = self.pending.pop(key)
+        row = imp[ROW]
+        self.row_bytes -= len(row)
+        counts = self.counts
+        counts[why] += 1
+        closed = self.closed
+        closed[key] = None
+        if len(closed) > CLOSED_KEPT:
+            closed.popitem(last=False)
+        if self.policy != "wait":
+            return  # fnw learned the impression when it came, and its click when it came
+        if imp[CLICKED] >= 0:
+            out.add(row, 1.0, 1.0)
+            counts["learned_positives"] += 1
+        elif self.negative_rate >= 1.0:
+            out.add(row, 0.0, 1.0)
+            counts["learned_negatives"] += 1
+        elif coin(key) < self.negative_rate:
+            out.add(row, 0.0, subsampled_weight(self.negative_rate))
+            self.counts["learned_negatives"] += 1
+        else:
+            self.counts["negatives_dropped"] += 1
+
+    # -- reading and persistence -----------------------------------------------------------
+
+    def bytes_held(self) -> int:
+        """Bytes the pending impressions hold: their rows, their objects, their dict and heap
+        entries (CPython's sizes; dict slots amortised at ~1.5x their 24-byte entries)."""
+        n = len(self.pending)
+        if n == 0:
+            return 0
+        some = next(iter(self.pending.values()))
+        per = (sys.getsizeof(some) + sys.getsizeof(b"") + 3 * sys.getsizeof(1.0)
+               + sys.getsizeof(1 << 63) + 36 + sys.getsizeof((1.0, 1, 1)) + 8)
+        return self.row_bytes + n * per
+
+    def status(self) -> dict[str, object]:
+        n = len(self.pending)
+        held = self.bytes_held()
+        return {"policy": self.policy, "window_seconds": self.window,
+                "max_pending": self.max_pending, "negative_rate": self.negative_rate,
+                "pending": n, **self.counts,
+                "pending_bytes": held,
+                "bytes_per_pending": round(held / n, 1) if n else 0.0,
+                "watermark": self.watermark if math.isfinite(self.watermark) else None,
+                "arrival_clock": self.clock if math.isfinite(self.clock) else None,
+                "click_delay_seconds": {
+                    "le": [b if math.isfinite(b) else "+Inf" for b in DELAY_BUCKETS],
+                    "counts": list(self.delays)}}
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything as arrays (a checkpoint part)."""
+        imps = list(self.pending.items())
+        rows = [p[ROW] for _, p in imps]
+        return {
+            "keys": np.array([k for k, _ in imps], dtype=np.uint64),
+            "ts": np.array([p[TS] for _, p in imps], dtype=np.float64),
+            "close_at": np.array([p[CLOSE_AT] for _, p in imps], dtype=np.float64),
+            "seq": np.array([p[SEQ] for _, p in imps], dtype=np.int64),
+            "event_time": np.array([p[EVENT_TIME] for _, p in imps], dtype=np.bool_),
+            "clicked": np.array([p[CLICKED] for _, p in imps], dtype=np.float64),
+            "row_sizes": np.array([len(r) for r in rows], dtype=np.int64),
+            "rows": np.frombuffer(b"".join(rows), dtype=np.uint8),
+            "closed": np.array(list(self.closed), dtype=np.uint64),
+            "clocks": np.array([self.watermark, self.clock, float(self.seq), self.seen]),
+            "cursor": np.frombuffer(self.cursor.encode(), dtype=np.uint8),
+            "counts": np.array([self.counts[c] for c in COUNTERS], dtype=np.int64),
+            "delays": np.array(self.delays, dtype=np.int64),
+        }
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        raw = arrays["rows"].tobytes()
+        ends = np.cumsum(arrays["row_sizes"]).tolist()
+        start = 0
+        by_event: list[tuple[float, int, int]] = []
+        by_arrival: list[tuple[float, int, int]] = []
+        for i, key in enumerate(arrays["keys"].tolist()):
+            row = raw[start:ends[i]]
+            start = ends[i]
+            imp = (float(arrays["ts"][i]), float(arrays["close_at"][i]),
+                   int(arrays["seq"][i]), bool(arrays["event_time"][i]),
+                   float(arrays["clicked"][i]), row)
+            self.pending[int(key)] = imp
+            self.row_bytes += len(row)
+            (by_event if imp[EVENT_TIME] else by_arrival).append(
+                (imp[CLOSE_AT], imp[SEQ], int(key)))
+        for entries, queue in ((by_event, self._by_event), (by_arrival, self._by_arrival)):
+            for entry in sorted(entries):  # in order: a run, no heap
+                queue.push(entry)
+        self.closed = OrderedDict.fromkeys(int(k) for k in arrays["closed"].tolist())
+        if self.max_pending:
+            self._arrivals = deque(sorted((p[SEQ], k) for k, p in self.pending.items()))
+        clocks = [float(x) for x in arrays["clocks"]]
+        self.watermark, self.clock, self.seq = clocks[0], clocks[1], int(clocks[2])
+        if len(clocks) > 3:  # written by a shared (Redis) worker
+            self.seen = clocks[3]
+        if "cursor" in arrays:
+            self.cursor = arrays["cursor"].tobytes().decode()
+        for name, value in zip(COUNTERS, arrays["counts"].tolist(), strict=False):
+            self.counts[name] = int(value)
+        self.delays = [int(x) for x in arrays["delays"].tolist()]
+
+
+def _bucket(delay: float) -> int:
+    for i, bound in enumerate(DELAY_BUCKETS):
+        if delay <= bound:
+            return i
+    return len(DELAY_BUCKETS) - 1

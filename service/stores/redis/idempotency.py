@@ -1,0 +1,97 @@
+"""Idempotency keys shared by the workers of a Redis store (the rules are the learner's,
+``service.learner.idempotency``; this is how they hold across workers).
+
+A request with a key first *claims* it on shard 0, under the learn lock, before anything
+of it is learned: ``i:<key>`` becomes ``pending`` with the id of the flush that will carry
+the request's deltas (this worker's next). That flush, applied on shard 0, replaces the
+claim with the request's answer (``common.lua``), atomically with the deltas. Another
+worker that meets the key then finds:
+
+- the answer: it answers with it and learns nothing;
+- a pending claim of another worker whose flush is not applied yet: 409, retry later (the
+  owner is alive and will flush it, or died and its data directory's log will learn it
+  again when it restarts);
+- a pending claim whose flush *was* applied without it: its claimer died between the claim
+  and logging the request (the request was never acknowledged): the key is free again.
+
+Records live ``--dedupe-window`` seconds. An answer is 17 bytes plus 4 per event.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..base import Claim
+
+if TYPE_CHECKING:
+    from .state import RedisState
+
+#: KEYS[1] i:<key>. ARGV: prefix, worker, the flush seq that will carry the request,
+#: fingerprint, TTL (s). Reply: {status[, the answer record]}.
+CLAIM = """
+local rec = redis.call('GET', KEYS[1])
+local fp = tonumber(ARGV[4])
+if rec then
+  local rfp = struct.unpack('<I4', rec, 2)
+  if string.sub(rec, 1, 1) == 'd' then
+    if rfp ~= fp then return {'mismatch'} end
+    return {'done', rec}
+  end
+  local _, rseq = struct.unpack('<I4I4', rec, 2)
+  local rworker = string.sub(rec, 10)
+  if rworker ~= ARGV[2] then
+    local applied = tonumber(redis.call('GET', ARGV[1] .. 'w:' .. rworker) or '0')
+    if applied < rseq then
+      if rfp ~= fp then return {'mismatch'} end
+      return {'pending'}
+    end
+  end
+end
+redis.call('SET', KEYS[1], 'p' .. struct.pack('<I4I4', fp, tonumber(ARGV[3])) .. ARGV[2],
+           'EX', ARGV[5])
+return {'claimed'}
+"""
+
+_DONE = struct.Struct("<cIIQ")
+
+
+def claim(state: RedisState, key: str, fingerprint: int, ttl: int) -> Claim:
+    """Claim ``key`` for the request about to be learned (its deltas go in the next
+    writing flush, ``state.seq + 1``)."""
+    reply = state.call(0, "eval", CLAIM, 1, f"{state.prefix}i:{key}", state.prefix,
+                       state.worker, state.seq + 1, fingerprint, max(int(ttl), 1))
+    return _claim_reply(reply)
+
+
+def claim_ahead(state: RedisState, key: str, fingerprint: int, ttl: int, seq: int) -> bool:
+    """Claim ``key`` for a request not yet under the learn lock, naming flush ``seq`` as
+    the one that will carry it (from a worker thread: one attempt on shard 0's redis-py
+    client, no retry, no reset of the shard's flush connection). A claim naming a later
+    flush than the one that does carry the request is safe: its answer replaces the claim
+    when that flush is applied, and a claimer that died is only recognised one flush
+    later. True: claimed; False: anything else (the caller claims again under the lock)."""
+    shard = state.shards[0]
+    reply = shard.client.eval(CLAIM, 1, f"{shard.prefix}i:{key}", shard.prefix,
+                              state.worker, seq, fingerprint, max(int(ttl), 1))
+    return _claim_reply(reply).status == "claimed"
+
+
+def _claim_reply(reply: list[bytes]) -> Claim:
+    status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+    if status == "done":
+        _, _, accepted, version = _DONE.unpack_from(reply[1], 0)
+        p = np.frombuffer(reply[1], dtype="<f4", offset=_DONE.size).copy()
+        return Claim("done", accepted, version, p)
+    return Claim(status)  # type: ignore[arg-type]
+
+
+def pack_answer(key: str, fingerprint: int, accepted: int, version: int,
+                p: np.ndarray) -> bytes:
+    """One entry of a flush's answers blob (``common.lua`` stores it as ``i:<key>``)."""
+    k = key.encode()
+    record = _DONE.pack(b"d", fingerprint, accepted, version) + \
+        np.asarray(p, dtype="<f4").tobytes()
+    return struct.pack("<H", len(k)) + k + struct.pack("<I", len(record)) + record
