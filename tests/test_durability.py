@@ -253,6 +253,7 @@ def test_redis_shard_and_server_killed_under_load(tmp_path: Path) -> None:
     port = server.port
     servers = [server]
     stop = threading.Event()
+    last: dict[int, str] = {}  # each sender's last answer (what a stuck one is told)
 
     def client_loop() -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -264,9 +265,11 @@ def test_redis_shard_and_server_killed_under_load(tmp_path: Path) -> None:
                 while not stop.is_set():
                     try:
                         r = post(client, batches[i], f"rb-{i}")
-                    except httpx.TransportError:
+                    except httpx.TransportError as exc:
+                        last[threading.get_ident()] = f"rb-{i}: {exc!r}"
                         time.sleep(0.1)  # the server is down: the same key again
                         continue
+                    last[threading.get_ident()] = f"rb-{i}: {r.status_code} {r.text[:200]}"
                     if r.status_code in (409, 503):
                         time.sleep(float(r.headers.get("retry-after", "1")) / 5)
                         continue
@@ -291,7 +294,7 @@ def test_redis_shard_and_server_killed_under_load(tmp_path: Path) -> None:
         servers.append(start_server(tmp_path / "serve", *flags, port=port))
         for t in senders:
             t.join(240)
-        assert not any(t.is_alive() for t in senders)
+        assert not any(t.is_alive() for t in senders), last
         assert sorted(acked) == list(range(len(batches)))
         rows = every_worker_rows(servers[-1].url, 2)
         assert set(rows.values()) == {len(batches) * BATCH}, rows

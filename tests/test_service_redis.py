@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -429,3 +430,30 @@ async def test_workers_agree_on_the_overflow_field(redis_shards: list[RedisServe
     assert list(shared.registry.names) == want_names == names["a"]
     assert names["b"] == want_names[:len(names["b"])]
     assert np.array_equal(np.sort(shared.optimizer.table.keys()), want_keys)
+
+
+async def test_a_dead_workers_claim_is_freed_when_it_restarts(
+        redis_shards: list[RedisServer], tmp_path: Path) -> None:
+    """A worker that claimed an Idempotency-Key and stopped before logging the request (so
+    never acknowledged it) leaves the claim pending: another worker answers the key's
+    retries 409. The worker's restart frees it at once (not when the claim expires): the
+    other worker learns the retry, once, and both answer its replays from its answer."""
+    state = url(redis_shards)
+    body = json.dumps({"events": some_events(100, seed=3)}).encode()
+    headers = {"Idempotency-Key": "k-1", "content-type": "application/json"}
+    async with running_app(settings(state=state, data_dir=tmp_path / "b")) as b:
+        async with running_app(settings(state=state, data_dir=tmp_path / "a")) as a:
+            assert await a.app.state.learner.store.claim_ahead("k-1", zlib.crc32(body))
+            r = await b.post("/v1/train", content=body, headers=headers)
+            assert r.status_code == 409, r.text
+        async with running_app(settings(state=state, data_dir=tmp_path / "a")) as a:
+            r = await b.post("/v1/train", content=body, headers=headers)
+            assert r.status_code == 200 and "idempotent-replayed" not in r.headers, r.text
+            for client in (a, b):  # a's answer waits for b's flush (409 until then)
+                for _ in range(200):
+                    r = await client.post("/v1/train", content=body, headers=headers)
+                    if r.status_code != 409:
+                        break
+                    await anyio.sleep(0.05)
+                assert r.status_code == 200 and r.headers["idempotent-replayed"] == "true"
+            assert (await b.get("/v1/model")).json()["rows"] == 100

@@ -14,6 +14,13 @@ worker that meets the key then finds:
 - a pending claim whose flush *was* applied without it: its claimer died between the claim
   and logging the request (the request was never acknowledged): the key is free again.
 
+A claim names a flush its worker has not sent yet, so a worker that dies leaves claims
+naming flushes its next run would only reach after some writing flushes of its own. If
+no request comes to it, they never come, and another worker would answer 409 to the
+key's retries until the record expires. A restarted worker therefore skips those flush
+numbers first (``release_claims``): its claims whose requests its log holds are claimed
+again when the log is learned again; the others are free at once.
+
 Records live ``--dedupe-window`` seconds. An answer is 17 bytes plus 4 per event.
 """
 
@@ -28,6 +35,13 @@ from ..base import Claim
 
 if TYPE_CHECKING:
     from .state import RedisState
+
+#: a claim made before the learn lock names the flush this many after the last prepared:
+#: valid if at most one more flush is prepared before the request is learned
+CLAIM_AHEAD = 2
+#: the flush numbers a restarted worker skips: its last run's claims name at most the
+#: flush ``CLAIM_AHEAD`` after the last prepared, and that one may not have been logged
+CLAIM_HORIZON = CLAIM_AHEAD + 1
 
 #: KEYS[1] i:<key>. ARGV: prefix, worker, the flush seq that will carry the request,
 #: fingerprint, TTL (s). Reply: {status[, the answer record]}.
@@ -77,6 +91,26 @@ def claim_ahead(state: RedisState, key: str, fingerprint: int, ttl: int, seq: in
     reply = shard.client.eval(CLAIM, 1, f"{shard.prefix}i:{key}", shard.prefix,
                               state.worker, seq, fingerprint, max(int(ttl), 1))
     return _claim_reply(reply).status == "claimed"
+
+
+#: KEYS[1] w:<worker>. ARGV: the sequence, TTL (s). Raises the worker's applied sequence
+#: (never lowers it: a flush of a higher one was applied).
+ADVANCE = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 1
+"""
+
+
+def release_claims(state: RedisState) -> None:
+    """At a restart, once the last run's unconfirmed flush is resent and ``state.seq`` is
+    its last flush: skip the flush numbers its claims may name, on shard 0 too (where
+    ``CLAIM`` reads them), so no claim of the last run stays pending."""
+    state.seq += CLAIM_HORIZON
+    state.call(0, "eval", ADVANCE, 1, f"{state.prefix}w:{state.worker}", state.seq,
+               state.flush_ttl)
 
 
 def _claim_reply(reply: list[bytes]) -> Claim:

@@ -67,9 +67,6 @@ ORPHAN_CHECK_AFTER = 60.0
 #: seconds an answer waits for its flush without a data directory before a 503 (the retry
 #: timer has tried several times by then)
 DURABLE_TIMEOUT = 5.0
-#: a claim made before the learn lock names the flush this many after the last prepared:
-#: valid if at most one more flush is prepared before the request is learned
-CLAIM_AHEAD = 2
 
 
 class RedisStore:
@@ -248,11 +245,12 @@ class RedisStore:
         """Claim ``key`` from a worker thread before the learn lock is taken (a round trip
         to shard 0, which may be busy with a flush script for a while: under the lock it
         would hold up the event loop and every other request's learning). It names the
-        flush after the next (``CLAIM_AHEAD``), so that one flush prepared meanwhile leaves
-        it valid; the flush number, or 0 (not claimed, or degraded: ``claim`` decides)."""
+        flush after the next (``idempotency.CLAIM_AHEAD``): one flush prepared meanwhile
+        leaves it valid; the flush number, or 0 (not claimed, or degraded: ``claim``
+        decides)."""
         if not self.health.healthy or self.error is not None:
             return 0
-        seq = self.state.seq + CLAIM_AHEAD
+        seq = self.state.seq + idempotency.CLAIM_AHEAD
         ttl = int(self.dedupe_window)
         try:
             claimed = await run_to_end(

@@ -16,6 +16,7 @@ import logging
 import struct
 
 from ..wal import Kind, Record, WriteAheadLog
+from . import idempotency
 from .state import Flush, RedisState
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def recover(wal: WriteAheadLog, state: RedisState, join_from: int = 0
             state.resend(payloads)
             wal.append(Kind.FLUSH_DONE, flush_id.encode())
     state.seq = max(state.seq, state.applied_seq(state.worker))
+    idempotency.release_claims(state)
     state.refresh_counters()
     tail = [r for r in found.records
             if (r.kind in (Kind.BATCH, Kind.LINES) and r.seq > upto)
