@@ -14,11 +14,18 @@ import msgspec
 from ftrl_core.model import Model
 from ftrl_core.readers.jsonl import JsonlFormat, parse_event_array, parse_events
 
+from .join.bodies import impression_times
+from .join.ids import id_keys, plain_keys
+
 _EVENTS = [
     {"label": 1, "features": {"site": "a.com", "price": 0.37, "tags": ["x", "y"], "c9": ""},
      "weight": 1.0, "id": "warm-1"},
     {"label": 0, "features": {"site": "b.org", "price": 2, "tags": [], "c9": None}},
     {"label": 0.0, "features": {"site": "caf\\u00e9", "n": -1.5e-3}},
+]
+_IMPRESSIONS = [
+    {"id": "warm-1", "ts": 1.5, "features": {"site": "a.com", "price": 0.37}},
+    {"id": "warm-2", "ts": 2, "features": {}},
 ]
 
 
@@ -40,3 +47,17 @@ def warm_up(model: Model, strict: bool) -> None:
     if model.optimizer.bounds is not None:
         model.optimizer.bounds.warm_up(model.optimizer.stride)
     _ = model.metrics.auc, model.metrics.logloss
+
+
+def warm_up_join(model: Model) -> None:
+    """The attribution join's compiled passes, for the types its requests bring: ids hashed
+    from the body's bytes and ``ts`` read where the scanner found them (a request's body is
+    a bytearray, a logged one bytes: Numba compiles each apart), feedback ids hashed from
+    their strings. Without it the first ``/v1/impressions`` compiled them (seconds)."""
+    fmt = JsonlFormat(copy.deepcopy(model.registry), model.options)
+    body = msgspec.json.encode({"events": _IMPRESSIONS})
+    for raw in (bytearray(body), body):
+        batch = parse_event_array(raw, fmt, require_label=False, ignore_label=True).batch
+        plain_keys(batch)
+        impression_times(raw, batch.rows, [], batch)
+    id_keys(["warm-1"])

@@ -738,3 +738,41 @@ def test_the_future_check_is_for_live_requests_only() -> None:
     assert j.state.counts["impressions"] == 1 and j.state.counts["joined"] == 1
     with pytest.raises(Problem):
         j.feedback(body([{"id": "x", "ts": 1e9 + 2}]), b"a live request", 0.0)
+
+
+WARM_CHECK = """
+import anyio, json, sys
+sys.path.insert(0, "tests")
+from service_helpers import running_app
+from service.settings import Settings
+from ftrl_core.blake2b import _hash_ranges
+from ftrl_core.readers.eventtimes import _times
+
+async def main():
+    async with running_app(Settings(_env_file=None, join_window=60.0)) as client:
+        kernels = (_hash_ranges, _times)  # the compiled kernels behind them
+        after_warm_up = [len(k.signatures) for k in kernels]
+        events = [{"id": f"i{n}", "ts": n, "features": {"a": str(n)}} for n in range(5)]
+        r = await client.post("/v1/impressions", json={"events": events})
+        assert r.status_code == 200, r.text
+        r = await client.post("/v1/feedback", json={"events": [{"id": "i1", "ts": 9}]})
+        assert r.status_code == 200, r.text
+        print(json.dumps([after_warm_up, [len(k.signatures) for k in kernels]]))
+
+anyio.run(main)
+"""
+
+
+def test_warm_up_compiles_the_joins_kernels() -> None:
+    """Readiness waits for every compiled pass the join's requests use (in a fresh process,
+    where nothing else compiled them first): the first impressions and clicks add no
+    compiled version of the id hash or the ``ts`` reader (they used to compile the hash
+    for seconds inside the first request)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", WARM_CHECK], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    warmed, served = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(warmed) and served == warmed

@@ -9,8 +9,7 @@ import pytest
 
 from ftrl_core.readers.jsonl import JsonlFormat, event_ids, parse_event_array
 from service.join.bodies import impression_times
-from service.join.ids import id_key, id_keys
-from service.learner.joining import plain_keys
+from service.join.ids import id_key, id_keys, plain_keys
 from service.learner_options import LearnerOptions
 
 BODIES = [

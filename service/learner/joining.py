@@ -31,7 +31,7 @@ from ftrl_core.readers.jsonl import EventError, JsonlFormat, event_ids, parse_ev
 
 from ..events import body_problem
 from ..join.bodies import check_ids, check_not_ahead, feedback_events, impression_times
-from ..join.ids import MAX_ID_BYTES, id_key, id_keys, raw_keys
+from ..join.ids import id_key, id_keys, plain_keys
 from ..join.marks import ClickMarks, Clicks, Tick, only
 from ..join.pending import FNW_WEIGHT, JoinState, ToLearn, pack_rows, unpack_rows
 from ..join.policies import fnw_weights
@@ -50,23 +50,6 @@ def fingerprint(kind: Kind, body: bytes | bytearray | memoryview) -> int:
     """An Idempotency-Key's fingerprint of a join request: its body's, salted by the kind,
     so a key used for /v1/train or the other join route is a key reused."""
     return zlib.crc32(body, 0x9E3779B1 + int(kind))
-
-
-def plain_keys(batch: Batch) -> list[int] | None:
-    """The id keys of a parsed impression body when every event has a plain id (no
-    escapes, 1 to 128 bytes: valid as it is): hashed from the body's bytes without making
-    strings, in one compiled pass. None otherwise (``event_ids`` and ``check_ids`` then)."""
-    starts = batch.extra["id_start"]
-    lens = batch.extra["id_len"]
-    escaped = batch.extra["id_escaped"]
-    assert isinstance(starts, np.ndarray) and isinstance(lens, np.ndarray)
-    assert isinstance(escaped, np.ndarray)
-    if not starts.size:
-        return []
-    if starts.min() < 0 or lens.min() < 1 or lens.max() > MAX_ID_BYTES or escaped.any():
-        return None
-    assert batch.buf is not None
-    return raw_keys(batch.buf, starts, lens)
 
 
 class Joining:

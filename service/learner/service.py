@@ -50,7 +50,7 @@ from ..startup import check_resumed
 from ..stores import StateStore
 from ..stores.wal import Kind
 from ..variants import PRIMARY, Variant
-from ..warmup import warm_up
+from ..warmup import warm_up, warm_up_join
 from . import recovery, snapshots
 from .fields import FieldNumbering
 from .idempotency import IdempotencyKeys, in_progress, mismatch
@@ -169,9 +169,12 @@ class LearnerService:
     async def warm_up(self) -> None:
         """Compile every kernel the routes use, on a throwaway model; then ready."""
         start = time.perf_counter()
-        for _, m in self.models():
+        models = self.models()
+        for _, m in models:
             await asyncio.to_thread(warm_up, Model.from_config(m.config()),
                                     self.settings.strict)
+        if self.join is not None:  # the primary learns what the join closes
+            await asyncio.to_thread(warm_up_join, Model.from_config(models[0][1].config()))
         self.ready = True
         log.info("kernels ready in %.1f s", time.perf_counter() - start)
 
