@@ -457,3 +457,33 @@ async def test_a_dead_workers_claim_is_freed_when_it_restarts(
                     await anyio.sleep(0.05)
                 assert r.status_code == 200 and r.headers["idempotent-replayed"] == "true"
             assert (await b.get("/v1/model")).json()["rows"] == 100
+
+
+async def test_a_refused_request_frees_its_key_for_another_worker(
+        redis_shards: list[RedisServer]) -> None:
+    """A keyed request refused after its claim (a 422: nothing learned) deletes the claim:
+    its corrected retry with the same key is learned by another worker at once (it was
+    answered 422 "reused for another body" until the first worker's next flushes), and
+    a claim that is not its own any more is left alone."""
+    state = url(redis_shards)
+    bad = json.dumps({"events": [{"label": 2, "features": {"a": "x"}}]}).encode()
+    good = json.dumps({"events": some_events(50, seed=4)}).encode()
+    headers = {"Idempotency-Key": "k-2", "content-type": "application/json"}
+    async with running_app(settings(state=state)) as a, \
+            running_app(settings(state=state)) as b:
+        r = await a.post("/v1/train", content=bad, headers=headers)
+        assert r.status_code == 422, r.text
+        r = await b.post("/v1/train", content=good, headers=headers)
+        assert r.status_code == 200 and "idempotent-replayed" not in r.headers, r.text
+        r = await a.post("/v1/train", content=good, headers=headers)
+        assert r.status_code in (200, 409), r.text  # b's answer, once b's flush is applied
+        # a refused request of the same key now leaves b's claim (or answer) in place
+        r = await a.post("/v1/train", content=bad, headers=headers)
+        assert r.status_code in (409, 422), r.text
+        for _ in range(200):
+            r = await a.post("/v1/train", content=good, headers=headers)
+            if r.status_code != 409:
+                break
+            await anyio.sleep(0.05)
+        assert r.status_code == 200 and r.headers["idempotent-replayed"] == "true"
+        assert (await b.get("/v1/model")).json()["rows"] == 50

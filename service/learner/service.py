@@ -47,7 +47,7 @@ from ..join.pending import COUNTERS
 from ..modelstats import ModelStats, StatsCache
 from ..settings import Settings
 from ..startup import check_resumed
-from ..stores import StateStore
+from ..stores import Claim, StateStore
 from ..stores.wal import Kind
 from ..variants import PRIMARY, Variant
 from ..warmup import warm_up, warm_up_join
@@ -229,13 +229,17 @@ class LearnerService:
             found = self.keys.lookup(key, fingerprint, self.store.is_durable)
             if found is not None:
                 return found.p64(), found.model_version, True
-            if key:
-                claimed = self._claim(key, fingerprint, ahead)
-                if claimed is not None:
-                    return claimed
+            claim = self.store.claim(key, fingerprint, ahead) if key else None
+            if claim is not None and claim.status != "claimed":
+                return self._claimed_elsewhere(key, claim)
             assert self._training is not None
             record = TrainRecord(body, key, at).encode()
-            done = self._training.batch(body, record)
+            try:
+                done = self._training.batch(body, record)
+            except Problem:  # refused, nothing learned: the key is free for its retry
+                if claim is not None:
+                    self.store.release(key, fingerprint, claim)
+                raise
             if key:  # its retries wait for the same ticket (409) and then get this answer
                 self.keys.record(key, fingerprint, at, done.p.size, done.version, done.p,
                                  done.ticket)
@@ -246,13 +250,9 @@ class LearnerService:
         await self.store.durable(done.ticket)
         return done.p, done.version, False
 
-    def _claim(self, key: str, fingerprint: int, ahead: int = 0
-               ) -> tuple[np.ndarray, int, bool] | None:
-        """A shared store's claim of ``key`` (under the lock): the answer another worker
-        gave it, or None when it is this request's to learn (409 / 422 problems else)."""
-        claim = self.store.claim(key, fingerprint, ahead)
-        if claim is None or claim.status == "claimed":
-            return None
+    def _claimed_elsewhere(self, key: str, claim: Claim) -> tuple[np.ndarray, int, bool]:
+        """A shared store's claim of ``key`` that another worker holds: the answer it gave
+        (409 while it is being learned, 422 for another body)."""
         if claim.status == "pending":
             raise in_progress(key)
         if claim.status == "mismatch":

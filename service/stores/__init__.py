@@ -19,14 +19,14 @@ from .errors import (
 from .urls import parse_state_url
 
 if TYPE_CHECKING:
-    from .base import Opened, StateStore
+    from .base import Claim, Opened, StateStore
     from .memory import MemoryStore
     from .wal import FsyncPolicy
 
 #: names imported on first use: `ctr train` asks only for ``parse_state_url`` and would pay
 #: for the store classes, the write-ahead log and asyncio (a twentieth of its start-up)
-_LAZY = {"Opened": ".base", "StateStore": ".base", "MemoryStore": ".memory",
-         "FsyncPolicy": ".wal"}
+_LAZY = {"Claim": ".base", "Opened": ".base", "StateStore": ".base",
+         "MemoryStore": ".memory", "FsyncPolicy": ".wal"}
 
 
 def __getattr__(name: str) -> Any:
@@ -37,7 +37,7 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
-__all__ = ["DurabilityError", "IdentityError", "MemoryStore", "Opened", "StateStore",
+__all__ = ["Claim", "DurabilityError", "IdentityError", "MemoryStore", "Opened", "StateStore",
            "StoreConfigError", "StoreError", "StoreUnavailable", "open_store",
            "parse_state_url"]
 

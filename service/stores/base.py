@@ -45,6 +45,8 @@ class Claim:
     accepted: int = 0
     model_version: int = 0
     p: np.ndarray | None = None
+    #: ``claimed``: the flush the claim names (``release`` needs it)
+    seq: int = 0
 
 
 @dataclass
@@ -98,6 +100,12 @@ class StateStore(Protocol):
                       p: np.ndarray) -> None:
         """A claimed key's answer, for the other workers (sent with the flush carrying the
         request); nothing for a store that shares none."""
+        ...
+
+    def release(self, key: str, fingerprint: int, claim: Claim) -> None:
+        """Free a key ``claim`` took whose request was refused (nothing of it learned), so
+        that its retry goes through on any worker at once; nothing for a store that shares
+        none."""
         ...
 
     def before_learn(self, model: Model, batch: Batch) -> None:

@@ -28,7 +28,7 @@ from ftrl_core.fields import FieldRegistry
 from ftrl_core.model import Model
 
 from .. import checkpoints
-from ..base import Opened, load_model_in
+from ..base import Claim, Opened, load_model_in
 from ..checkpoints import Checkpoint
 from ..datadir import DirLock
 from ..errors import StoreConfigError
@@ -97,6 +97,9 @@ class MemoryStore:
 
     def record_answer(self, key: str, fingerprint: int, accepted: int, version: int,
                       p: np.ndarray) -> None:
+        pass
+
+    def release(self, key: str, fingerprint: int, claim: Claim) -> None:
         pass
 
     def before_learn(self, model: Model, batch: Batch) -> None:

@@ -14,6 +14,10 @@ worker that meets the key then finds:
 - a pending claim whose flush *was* applied without it: its claimer died between the claim
   and logging the request (the request was never acknowledged): the key is free again.
 
+A request refused after its claim (a 4xx: nothing of it learned) deletes the claim if it is
+still its own (``release``): otherwise another worker would answer the key's retry 409, or
+a corrected body's 422 "reused for another body", until the claimer's next flushes.
+
 A claim names a flush its worker has not sent yet, so a worker that dies leaves claims
 naming flushes its next run would only reach after some writing flushes of its own. If
 no request comes to it, they never come, and another worker would answer 409 to the
@@ -27,6 +31,7 @@ Records live ``--dedupe-window`` seconds. An answer is 17 bytes plus 4 per event
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -75,9 +80,11 @@ _DONE = struct.Struct("<cIIQ")
 def claim(state: RedisState, key: str, fingerprint: int, ttl: int) -> Claim:
     """Claim ``key`` for the request about to be learned (its deltas go in the next
     writing flush, ``state.seq + 1``)."""
+    seq = state.seq + 1
     reply = state.call(0, "eval", CLAIM, 1, f"{state.prefix}i:{key}", state.prefix,
-                       state.worker, state.seq + 1, fingerprint, max(int(ttl), 1))
-    return _claim_reply(reply)
+                       state.worker, seq, fingerprint, max(int(ttl), 1))
+    found = _claim_reply(reply)
+    return replace(found, seq=seq) if found.status == "claimed" else found
 
 
 def claim_ahead(state: RedisState, key: str, fingerprint: int, ttl: int, seq: int) -> bool:
@@ -91,6 +98,25 @@ def claim_ahead(state: RedisState, key: str, fingerprint: int, ttl: int, seq: in
     reply = shard.client.eval(CLAIM, 1, f"{shard.prefix}i:{key}", shard.prefix,
                               state.worker, seq, fingerprint, max(int(ttl), 1))
     return _claim_reply(reply).status == "claimed"
+
+
+#: KEYS[1] i:<key>. ARGV[1]: the pending record a claim wrote. Deleted if it is still that
+#: one (another worker's later claim, or an answer, stays).
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+
+
+def release(state: RedisState, key: str, fingerprint: int, seq: int) -> None:
+    """Delete this worker's claim of ``key`` for flush ``seq`` (its request was refused).
+    One attempt on shard 0's redis-py client: the caller holds the learn lock, and a claim
+    left behind only waits for its flush, as before."""
+    shard = state.shards[0]
+    record = b"p" + struct.pack("<II", fingerprint, seq) + state.worker.encode()
+    shard.client.eval(RELEASE, 1, f"{shard.prefix}i:{key}", record)
 
 
 #: KEYS[1] w:<worker>. ARGV: the sequence, TTL (s). Raises the worker's applied sequence

@@ -238,7 +238,7 @@ class RedisStore:
         carry the request is not later than that one, the key is already this worker's."""
         self._refuse_if_degraded()
         if ahead and self.state.seq + 1 <= ahead:
-            return Claim("claimed")
+            return Claim("claimed", seq=ahead)
         return idempotency.claim(self.state, key, fingerprint, int(self.dedupe_window))
 
     async def claim_ahead(self, key: str, fingerprint: int) -> int:
@@ -258,6 +258,14 @@ class RedisStore:
         except Exception:  # any failure: claimed again under the lock
             return 0
         return seq if claimed else 0
+
+    def release(self, key: str, fingerprint: int, claim: Claim) -> None:
+        if claim.status != "claimed" or not claim.seq:
+            return
+        try:
+            idempotency.release(self.state, key, fingerprint, claim.seq)
+        except Exception as exc:  # the claim stays until its flush, as without a release
+            log.info("Idempotency-Key %r: its claim was not released (%s)", key, exc)
 
     def record_answer(self, key: str, fingerprint: int, accepted: int, version: int,
                       p: Any) -> None:
