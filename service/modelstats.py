@@ -5,8 +5,9 @@ the learn lock for. So the lock is held only to *copy* what the pass reads (each
 state table's words, into a buffer kept from one pass to the next, and its counters,
 metrics histogram and field names: memory-speed copies), and the pass runs on the copies
 in a worker thread while learning goes on. The result is cached per model
-version: ``/v1/model``, ``/v1/variants``, ``/metrics`` and the dashboard's sampler all read
-the same figures for the same version, and an idle model is never scanned twice.
+state (``changes``: rows learned and coordinates evicted): ``/v1/model``, ``/v1/variants``,
+``/metrics`` and the dashboard's sampler all read the same figures for the same state, and
+an idle model is never scanned twice.
 """
 
 from __future__ import annotations
@@ -156,24 +157,39 @@ def finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def changes(models: Sequence[tuple[str, Model]]) -> int:
+    """A count that grows whenever a learner's figures can change: the rows learned, and the
+    coordinates evicted (a sweep changes the table without learning a row: keyed by the
+    rows alone, the figures of an idle model stayed those from before its sweep)."""
+    total = 0
+    for _, m in models:
+        total += m.rows
+        bounds = m.optimizer.bounds
+        if bounds is not None and bounds.eviction is not None:
+            total += bounds.eviction.evicted
+    return total
+
+
 class StatsCache:
-    """The figures of every learner, computed at most once per model version."""
+    """The figures of every learner, computed at most once per state (``changes``)."""
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
         self.latest: list[ModelStats] | None = None
+        self._changes = -1  # ``changes`` when ``latest`` was copied (at least)
         self._buffers: dict[int, np.ndarray] = {}  # ``freeze``'s, used under ``_lock``
 
-    async def get(self, version: int,
+    async def get(self,
                   read: Callable[[Callable[[Model], list[_Frozen]]], Awaitable[list[_Frozen]]],
                   models: Callable[[], Sequence[tuple[str, Model]]]) -> list[ModelStats]:
-        """Figures at ``version`` (or later); ``read`` runs a function under the learn
-        lock, ``models`` lists (name, model), the primary first."""
+        """The figures now, or those of the last pass if nothing changed since; ``read``
+        runs a function under the learn lock, ``models`` lists (name, model), the primary
+        first."""
         async with self._lock:  # one computation at a time; the waiters reuse it
-            latest = self.latest
-            if latest is not None and latest[0].version >= version:
-                return latest
+            now = changes(models())  # before the copy, which is then at least this new
+            if self.latest is not None and self._changes >= now:
+                return self.latest
             frozen = await read(lambda _: freeze(models(), self._buffers))
             stats = await asyncio.to_thread(lambda: [compute(f) for f in frozen])
-            self.latest = stats
+            self.latest, self._changes = stats, now
             return stats

@@ -462,9 +462,9 @@ class LearnerService:
         return (await self.all_stats())[0]
 
     async def all_stats(self) -> list[ModelStats]:
-        """The figures of the primary, then of each variant, at the current version."""
-        model = self.model
-        stats = await self._stats_cache.get(model.rows, self.read, self.models)
+        """The figures of the primary, then of each variant, as they are now."""
+        self.require_ready()
+        stats = await self._stats_cache.get(self.read, self.models)
         self._stats = stats[0]
         return stats
 
