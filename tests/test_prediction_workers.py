@@ -106,15 +106,25 @@ def test_predictions_follow_growth_and_new_fields(start: Start) -> None:
     assert "ctr_events_learned_total 4800.0" in metrics
 
 
+def _read(path: Path) -> bytes:
+    """A file that may vanish meanwhile (a process just killed and reaped, a directory
+    another server is removing): its bytes, or none."""
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
 def processes(server: ServerProcess) -> tuple[Path, int, list[int]]:
     """(shared directory, learner pid, prediction worker pids) of a running server: the
     learner writes its pid into the directory's control words."""
     kids = [p for p in children(server.proc.pid)
-            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+            if b"spawn_main" in _read(Path(f"/proc/{p}/cmdline"))]
     for directory in Path(tempfile.gettempdir()).glob("ctr-model-*") if not Path(
             "/dev/shm").is_dir() else Path("/dev/shm").glob("ctr-model-*"):
-        pid = int(np.fromfile(directory / "control", dtype=np.uint64)[3])
-        if pid in kids:
+        control = np.frombuffer(_read(directory / "control"), dtype=np.uint64)
+        if control.size > 3 and int(control[3]) in kids:
+            pid = int(control[3])
             return directory, pid, [p for p in kids if p != pid]
     raise AssertionError(f"no shared directory of {kids}")
 
