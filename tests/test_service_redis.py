@@ -82,19 +82,14 @@ async def test_two_apps_share_the_model(redis_shards: list[RedisServer]) -> None
     assert info["rows"] == len(events) + 1
 
 
-async def test_workers_share_one_field_numbering(redis_shards: list[RedisServer]) -> None:
-    """JSON fields are numbered by first appearance; two workers meeting them in other
-    orders must still give each feature one key: the ids are claimed in Redis, and a worker
-    whose new fields were numbered otherwise renumbers and parses its batch again."""
+async def memory_and_two_workers(redis_shards: list[RedisServer],
+                                 batches: list[tuple[str, list[dict[str, Any]]]]
+                                 ) -> tuple[list[str], np.ndarray, dict[str, list[str]], Any]:
+    """``batches`` ((worker "a" or "b", events)) learned by one memory-store app and by two
+    apps on the shards: (the memory store's field names, its sorted keys, each worker's
+    field names, the model snapshot of the shared state)."""
     from service.stores.redis import RedisState, snapshot
 
-    def events(fields: list[str], n: int, seed: int) -> list[dict[str, Any]]:
-        return [{"label": int((i * 7 + seed) % 3 == 0),
-                 "features": {f: f"{f}{(i + seed) % 5}" for f in fields}} for i in range(n)]
-
-    batches = [("a", events(["x"], 40, 1)), ("b", events(["y", "x"], 40, 2)),
-               ("a", events(["y", "z"], 40, 3)), ("b", events(["w", "z", "v"], 40, 4)),
-               ("a", events(["v", "u", "w"], 40, 5))]
     async with running_app(settings()) as mem:
         for _, ev in batches:
             assert (await mem.post("/v1/train", json={"events": ev})).status_code == 200
@@ -115,6 +110,23 @@ async def test_workers_share_one_field_numbering(redis_shards: list[RedisServer]
         shared = snapshot(stored)
     finally:
         stored.close()
+    return want_names, want_keys, names, shared
+
+
+async def test_workers_share_one_field_numbering(redis_shards: list[RedisServer]) -> None:
+    """JSON fields are numbered by first appearance; two workers meeting them in other
+    orders must still give each feature one key: the ids are claimed in Redis, and a worker
+    whose new fields were numbered otherwise renumbers and parses its batch again."""
+
+    def events(fields: list[str], n: int, seed: int) -> list[dict[str, Any]]:
+        return [{"label": int((i * 7 + seed) % 3 == 0),
+                 "features": {f: f"{f}{(i + seed) % 5}" for f in fields}} for i in range(n)]
+
+    batches = [("a", events(["x"], 40, 1)), ("b", events(["y", "x"], 40, 2)),
+               ("a", events(["y", "z"], 40, 3)), ("b", events(["w", "z", "v"], 40, 4)),
+               ("a", events(["v", "u", "w"], 40, 5))]
+    want_names, want_keys, names, shared = await memory_and_two_workers(redis_shards,
+                                                                         batches)
     assert list(shared.registry.names) == want_names
     assert names["a"] == want_names  # a learned last; b had no reason to meet "u"
     assert names["b"] == want_names[:len(names["b"])]
@@ -394,7 +406,6 @@ async def test_workers_agree_on_the_overflow_field(redis_shards: list[RedisServe
     store's."""
     from ftrl_core.fields import OVERFLOW_FIELD, OVERFLOW_NAME
     from ftrl_core.hashing import MAX_FIELDS
-    from service.stores.redis import RedisState, snapshot
 
     def batch(names: list[str]) -> list[dict[str, Any]]:
         return [{"label": i % 2, "features": {n: "v", "common": str(i % 3)}}
@@ -406,27 +417,9 @@ async def test_workers_agree_on_the_overflow_field(redis_shards: list[RedisServe
     for k in range(0, 600, 100):  # interleaved: both reach the last id at about once
         batches += [("a", batch(a_names[k:k + 100])), ("b", batch(b_names[k:k + 100]))]
     batches.append(("a", batch([*b_names[:50], "late"])))  # b's fields, and one more
-    async with running_app(settings()) as mem:
-        for _, ev in batches:
-            assert (await mem.post("/v1/train", json={"events": ev})).status_code == 200
-        expected = mem.app.state.learner.model  # type: ignore[attr-defined]
-        want_names = list(expected.registry.names)
-        want_keys = np.sort(expected.optimizer.table.keys())
+    want_names, want_keys, names, shared = await memory_and_two_workers(redis_shards,
+                                                                         batches)
     assert len(want_names) == MAX_FIELDS and want_names[OVERFLOW_FIELD] == OVERFLOW_NAME
-    state = url(redis_shards)
-    async with running_app(settings(state=state)) as a, \
-            running_app(settings(state=state)) as b:
-        apps = {"a": a, "b": b}
-        for who, ev in batches:
-            r = await apps[who].post("/v1/train", json={"events": ev})
-            assert r.status_code == 200, r.text
-        names = {k: list(c.app.state.learner.model.registry.names)  # type: ignore[attr-defined]
-                 for k, c in apps.items()}
-    stored = RedisState(state)
-    try:
-        shared = snapshot(stored)
-    finally:
-        stored.close()
     assert list(shared.registry.names) == want_names == names["a"]
     assert names["b"] == want_names[:len(names["b"])]
     assert np.array_equal(np.sort(shared.optimizer.table.keys()), want_keys)
