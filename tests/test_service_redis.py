@@ -425,6 +425,17 @@ async def test_workers_agree_on_the_overflow_field(redis_shards: list[RedisServe
     assert np.array_equal(np.sort(shared.optimizer.table.keys()), want_keys)
 
 
+async def post_past_409(client: Any, body: bytes, headers: dict[str, str]) -> Any:
+    """POST a keyed /v1/train body again while it is answered 409 (its key is another
+    worker's until that worker's flush is applied; 10 s at most); the first other answer."""
+    for _ in range(200):
+        r = await client.post("/v1/train", content=body, headers=headers)
+        if r.status_code != 409:
+            break
+        await anyio.sleep(0.05)
+    return r
+
+
 async def test_a_dead_workers_claim_is_freed_when_it_restarts(
         redis_shards: list[RedisServer], tmp_path: Path) -> None:
     """A worker that claimed an Idempotency-Key and stopped before logging the request (so
@@ -443,11 +454,7 @@ async def test_a_dead_workers_claim_is_freed_when_it_restarts(
             r = await b.post("/v1/train", content=body, headers=headers)
             assert r.status_code == 200 and "idempotent-replayed" not in r.headers, r.text
             for client in (a, b):  # a's answer waits for b's flush (409 until then)
-                for _ in range(200):
-                    r = await client.post("/v1/train", content=body, headers=headers)
-                    if r.status_code != 409:
-                        break
-                    await anyio.sleep(0.05)
+                r = await post_past_409(client, body, headers)
                 assert r.status_code == 200 and r.headers["idempotent-replayed"] == "true"
             assert (await b.get("/v1/model")).json()["rows"] == 100
 
@@ -473,10 +480,6 @@ async def test_a_refused_request_frees_its_key_for_another_worker(
         # a refused request of the same key now leaves b's claim (or answer) in place
         r = await a.post("/v1/train", content=bad, headers=headers)
         assert r.status_code in (409, 422), r.text
-        for _ in range(200):
-            r = await a.post("/v1/train", content=good, headers=headers)
-            if r.status_code != 409:
-                break
-            await anyio.sleep(0.05)
+        r = await post_past_409(a, good, headers)
         assert r.status_code == 200 and r.headers["idempotent-replayed"] == "true"
         assert (await b.get("/v1/model")).json()["rows"] == 50
