@@ -16,6 +16,7 @@ from ftrl_core.readers.jsonl import JsonlFormat, parse_event_array, parse_events
 
 from .join.bodies import impression_times
 from .join.ids import id_keys, plain_keys
+from .join.rows import RowArena, Rows
 
 _EVENTS = [
     {"label": 1, "features": {"site": "a.com", "price": 0.37, "tags": ["x", "y"], "c9": ""},
@@ -53,11 +54,15 @@ def warm_up_join(model: Model) -> None:
     """The attribution join's compiled passes, for the types its requests bring: ids hashed
     from the body's bytes and ``ts`` read where the scanner found them (a request's body is
     a bytearray, a logged one bytes: Numba compiles each apart), feedback ids hashed from
-    their strings. Without it the first ``/v1/impressions`` compiled them (seconds)."""
+    their strings, the pending rows gathered to be learned. Without it the first
+    ``/v1/impressions`` compiled them (seconds)."""
     fmt = JsonlFormat(copy.deepcopy(model.registry), model.options)
     body = msgspec.json.encode({"events": _IMPRESSIONS})
     for raw in (bytearray(body), body):
         batch = parse_event_array(raw, fmt, require_label=False, ignore_label=True).batch
         plain_keys(batch)
         impression_times(raw, batch.rows, [], batch)
+        arena = RowArena()
+        arena.gather(arena.add(Rows(batch.indptr, batch.keys, batch.fields, batch.values,
+                                    range(batch.rows))))
     id_keys(["warm-1"])

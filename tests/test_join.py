@@ -31,8 +31,8 @@ from service.errors import Problem
 from service.join import JoinState
 from service.join.bodies import MAX_AHEAD_SECONDS
 from service.join.ids import coin, id_key
-from service.join.pending import pack_row
 from service.join.policies import fnw_weights
+from service.join.rows import Rows
 from service.learner_options import LearnerOptions
 from service.settings import Settings
 from service.startup import model_builder
@@ -438,11 +438,16 @@ async def test_arrival_time_impressions_close_on_the_background_tick() -> None:
     assert status["learned_positives"] == 1 and version == 5
 
 
+def one_feature_rows(n: int) -> Rows:
+    """``n`` rows of one feature each (key 1, field 1, value 1.0)."""
+    return Rows(np.arange(n + 1), np.ones(n, np.uint64), np.ones(n, np.int32), np.ones(n),
+                range(n))
+
+
 def test_arrival_and_event_clocks_are_separate() -> None:
     """Event-time impressions are not closed by the arrival clock, and the other way."""
     state = JoinState(10.0, "wait")
-    row = pack_row(np.array([1], np.uint64), np.array([1], np.int32), np.array([1.0]))
-    state.impressions([1, 2], [50.0, None], [row, row], at=1e9)
+    state.impressions([1, 2], [50.0, None], one_feature_rows(2), at=1e9)
     assert len(state.tick(1e9 + 11)) == 1 and list(state.pending) == [1]
     todo = state.feedback([1], [61.0], [1], at=1e9 + 12)  # closes 1 first: the click is late
     assert len(todo) == 1 and todo.labels == [0.0] and state.counts["late"] == 1
@@ -454,9 +459,8 @@ def test_shared_join_state_closes_on_the_tick_only() -> None:
     holds, before the tick's watermark closes them; an impression already past the agreed
     watermark is due at the next tick; the cursor and the newest time seen survive
     ``state()``/``load()``."""
-    row = pack_row(np.array([1], np.uint64), np.array([1], np.int32), np.array([1.0]))
     j = JoinState(10.0, "wait", shared=True)
-    j.impressions([1, 2, 3], [100.0, 101.0, 102.0], [row] * 3, at=0.0)
+    j.impressions([1, 2, 3], [100.0, 101.0, 102.0], one_feature_rows(3), at=0.0)
     j.feedback([9], [500.0], [1], at=0.0)  # far ahead: a request closes nothing
     assert len(j.pending) == 3 and j.counts["forwarded"] == 1 and j.seen == 500.0
     todo = j.marks([2, 7], [105.0, 105.0], [1, 1], [0.0, 0.0])  # 7: another worker's
@@ -464,7 +468,7 @@ def test_shared_join_state_closes_on_the_tick_only() -> None:
     assert j.due_event(111.5) and not j.due_event(110.0)
     out = j.advance(111.5, 0.0)  # closes 1 and 2 (close at 110, 111), not 3 (112)
     assert out.labels == [0.0, 1.0] and list(j.pending) == [3]
-    j.impressions([4], [50.0], [row], at=0.0)  # already past the agreed watermark
+    j.impressions([4], [50.0], one_feature_rows(1), at=0.0)  # already past the agreed watermark
     assert j.due_event(j.watermark)
     j.cursor = "1700000000000-3"
     again = JoinState(10.0, "wait", shared=True)
@@ -477,9 +481,11 @@ def test_shared_join_state_closes_on_the_tick_only() -> None:
 # -- ctr replay of a mixed stream, and the clients ----------------------------------------
 
 
-def test_replay_of_a_mixed_stream_and_the_clients(tmp_path: Path) -> None:
+@pytest.mark.parametrize("concurrency", ["4", "1"])
+def test_replay_of_a_mixed_stream_and_the_clients(tmp_path: Path, concurrency: str) -> None:
     """``ctr replay`` sends impressions and clicks in file order (in requests of another
-    size than the reference's: the result is the same); the clients' calls work."""
+    size than the reference's: the result is the same), pipelined on one connection or one
+    at a time through the client; the clients' calls work."""
     requests, imps = traffic(seed=9)
     stream = tmp_path / "events.jsonl"
     with open(stream, "w") as fh:
@@ -492,7 +498,8 @@ def test_replay_of_a_mixed_stream_and_the_clients(tmp_path: Path) -> None:
     try:
         metrics = tmp_path / "m.json"
         assert main(["replay", str(stream), "--url", server.url, "--batch-size", "7",
-                     "--quiet", "--metrics-json", str(metrics)]) == 0
+                     "--concurrency", concurrency, "--quiet", "--metrics-json",
+                     str(metrics)]) == 0
         m = json.loads(metrics.read_text())
         with CTRClient(server.url) as client:
             status = client.join()
@@ -520,6 +527,31 @@ def test_replay_of_a_mixed_stream_and_the_clients(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, ref.predict(probe_events()), rtol=1e-12, atol=0)
     assert len(shown.p) == 1 and fed["joined"] == 1
     assert after["closed_by_label"] == 1 and after["joined"] == status["joined"] + 1
+
+
+def test_a_pipelined_replay_stops_at_the_first_refused_request(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A refused request in the middle of a pipelined replay ends it with the server's
+    problem and the request's place in the order; the requests before it were applied (and
+    those after it may have been: they were on the wire)."""
+    lines = []
+    for i in range(30):
+        lines.append({"type": "impression", "id": f"i{i}", "ts": 100.0 + i,
+                      "features": {"a": str(i % 3)}})
+        if i == 20:  # a click without an id: its request (the 2nd) is a 422
+            lines.append({"type": "click", "ts": 125.0})
+    stream = tmp_path / "events.jsonl"
+    stream.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    server = start_server(tmp_path / "serve", "--join-window", "60")
+    try:
+        assert main(["replay", str(stream), "--url", server.url, "--quiet"]) != 0
+        err = capsys.readouterr().err
+        assert "422" in err and "request 2 in order" in err and "id" in err
+        status = httpx.get(server.url + "/v1/join").json()
+        # the first request's; the third's too when it was sent before the 422 came back
+        assert status["impressions"] in (21, 30)
+    finally:
+        server.stop()
 
 
 async def test_metrics_count_joins_expiries_and_late_clicks() -> None:
@@ -747,15 +779,17 @@ from service_helpers import running_app
 from service.settings import Settings
 from ftrl_core.blake2b import _hash_ranges
 from ftrl_core.readers.eventtimes import _times
+from ftrl_core.spans import _gather
 
 async def main():
     async with running_app(Settings(_env_file=None, join_window=60.0)) as client:
-        kernels = (_hash_ranges, _times)  # the compiled kernels behind them
+        kernels = (_hash_ranges, _times, _gather)  # the compiled kernels behind them
         after_warm_up = [len(k.signatures) for k in kernels]
         events = [{"id": f"i{n}", "ts": n, "features": {"a": str(n)}} for n in range(5)]
         r = await client.post("/v1/impressions", json={"events": events})
         assert r.status_code == 200, r.text
-        r = await client.post("/v1/feedback", json={"events": [{"id": "i1", "ts": 9}]})
+        r = await client.post("/v1/feedback", json={"events": [{"id": "i1", "ts": 9},
+                                                               {"id": "i2", "label": 0}]})
         assert r.status_code == 200, r.text
         print(json.dumps([after_warm_up, [len(k.signatures) for k in kernels]]))
 
@@ -766,8 +800,8 @@ anyio.run(main)
 def test_warm_up_compiles_the_joins_kernels() -> None:
     """Readiness waits for every compiled pass the join's requests use (in a fresh process,
     where nothing else compiled them first): the first impressions and clicks add no
-    compiled version of the id hash or the ``ts`` reader (they used to compile the hash
-    for seconds inside the first request)."""
+    compiled version of the id hash, the ``ts`` reader or the pending rows' gather (they
+    used to compile the hash for seconds inside the first request)."""
     import subprocess
     import sys
 

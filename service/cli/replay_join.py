@@ -3,10 +3,13 @@
 impressions go to ``/v1/impressions``, clicks to ``/v1/feedback``, in file order.
 
 File order matters (a click must reach the server after its impression, and event time
-closes windows as it advances), so one request is in flight at a time: each run of
-consecutive lines of one type, up to ``--batch-size``, is one request. The impression-time
-predictions are scored against the file's final labels (an impression is a positive when
-a click for it appears anywhere in the file).
+closes windows as it advances): each run of consecutive lines of one type, up to
+``--batch-size``, is one request, and all go over one connection. With ``--concurrency``
+above 1 (the default 4) that many are pipelined on it (``cli.pipeline``: the server answers
+them in order, one at a time), and an error answer ends the replay; with 1, one request at
+a time through the client, retried as it retries. The impression-time predictions are
+scored against the file's final labels (an impression is a positive when a click for it
+appears anywhere in the file).
 """
 
 from __future__ import annotations
@@ -87,31 +90,75 @@ def _requests(path: str, batch: int, limit: int | None
         yield bool(kind), run, ids
 
 
-def replay_mixed(args: argparse.Namespace) -> dict[str, Any]:
+class _Scored(msgspec.Struct):
+    p: list[float | None]  # null: NaN
+    model_version: int
+
+
+class _Fed(msgspec.Struct):
+    model_version: int
+    joined: int = 0
+    late: int = 0
+    unknown: int = 0
+
+
+Request = tuple[str, bytes, tuple[bool, list[str]]]
+
+
+def _bodies(args: argparse.Namespace) -> Iterator[Request]:
+    """(path, body, (impressions?, ids)) of each request, in file order."""
+    for imp, lines, ids in _requests(str(args.data), args.batch_size, args.limit):
+        body = b'{"events":[' + b",".join(lines) + b"]}"
+        yield ("/v1/impressions" if imp else "/v1/feedback"), body, (imp, ids)
+
+
+def _answers(args: argparse.Namespace) -> Iterator[tuple[tuple[bool, list[str]], bytes]]:
+    """Each request's tag and answer body, in file order."""
+    from .pipeline import Pipeline, supported
+
+    if args.concurrency > 1 and supported(args.url):
+        yield from Pipeline[tuple[bool, list[str]]](
+            args.url, args.api_key, args.concurrency, args.timeout).run(_bodies(args))
+        return
     from clients import CTRClient
 
+    with CTRClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
+        for _path, body, tag in _bodies(args):
+            if tag[0]:
+                result = client.impressions(body)
+                yield tag, msgspec.json.encode({"p": result.p,
+                                                "model_version": result.model_version})
+            else:
+                yield tag, msgspec.json.encode(client.feedback(body))
+
+
+def replay_mixed(args: argparse.Namespace) -> dict[str, Any]:
     counts = {"impressions": 0, "clicks": 0, "joined": 0, "late": 0, "unknown": 0}
     scored: list[tuple[list[str], np.ndarray]] = []
     clicked: set[str] = set()
     version = 0
     batches = 0
+    scored_decoder = msgspec.json.Decoder(_Scored)
+    fed_decoder = msgspec.json.Decoder(_Fed)
     start = time.perf_counter()
-    with CTRClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
-        for imp, lines, ids in _requests(str(args.data), args.batch_size, args.limit):
-            body = b'{"events":[' + b",".join(lines) + b"]}"
-            if imp:
-                result = client.impressions(body)
-                scored.append((ids, np.asarray(result.p, dtype=np.float64)))
-                counts["impressions"] += len(lines)
-                version = max(version, result.model_version)
-            else:
-                answer = client.feedback(body)
-                clicked.update(ids)
-                counts["clicks"] += len(lines)
-                for k in ("joined", "late", "unknown"):
-                    counts[k] += int(answer.get(k, 0))
-                version = max(version, int(answer.get("model_version", 0)))
-            batches += 1
+    for (imp, ids), content in _answers(args):
+        if imp:
+            result = scored_decoder.decode(content)
+            if len(result.p) != len(ids):
+                raise ValueError(f"{args.url} answered {len(result.p)} predictions for "
+                                 f"{len(ids)} impressions")
+            scored.append((ids, np.asarray(result.p, dtype=np.float64)))
+            counts["impressions"] += len(ids)
+            version = max(version, result.model_version)
+        else:
+            fed = fed_decoder.decode(content)
+            clicked.update(ids)
+            counts["clicks"] += len(ids)
+            counts["joined"] += fed.joined
+            counts["late"] += fed.late
+            counts["unknown"] += fed.unknown
+            version = max(version, fed.model_version)
+        batches += 1
     seconds = time.perf_counter() - start
     events = counts["impressions"] + counts["clicks"]
     if events == 0:
@@ -122,4 +169,4 @@ def replay_mixed(args: argparse.Namespace) -> dict[str, Any]:
     return {**metrics.as_dict(), **counts, "seconds": seconds,
             "events_per_second": events / seconds if seconds > 0 else 0.0,
             "batches": batches, "model_version": version, "batch_size": args.batch_size,
-            "mixed": True}
+            "concurrency": args.concurrency, "mixed": True}

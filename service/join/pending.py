@@ -1,7 +1,7 @@
 """The pending impressions and the clocks that close them.
 
 An impression is kept as its 64-bit id key and its parsed row -- hashed feature keys, field
-ids and values, packed ``FEATURE`` records in one ``bytes`` (20 bytes a feature) -- never as
+ids and values, a slot of a ``RowArena`` (20 bytes a feature) -- never as
 JSON or strings.
 ``JoinState`` is deterministic: the same calls in the same order (live, or learning the
 write-ahead log again) close the same impressions in the same order and return the same
@@ -31,14 +31,13 @@ import heapq
 import math
 import sys
 from collections import OrderedDict, deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
 
 from .ids import coin
 from .policies import Policy, subsampled_weight
+from .rows import FEATURE_BYTES, MIN_CAPACITY, RowArena, Rows
 
 #: closed ids remembered to tell a late click from an unknown one
 CLOSED_KEPT = 100_000
@@ -47,8 +46,6 @@ CLOSED_KEPT = 100_000
 CURSOR_MARGIN = 60.0
 #: upper bounds (seconds) of the click-delay histogram's buckets; the last is +inf
 DELAY_BUCKETS: tuple[float, ...] = (1, 10, 60, 300, 900, 3600, 4 * 3600, 86400, math.inf)
-#: bytes per feature of a stored row: key (u64), field (i32), value (f64)
-FEATURE_BYTES = 20
 #: marks an fnw row whose weight comes from the model's prediction when it is learned
 FNW_WEIGHT = -1.0
 
@@ -62,20 +59,20 @@ COUNTERS = ("impressions", "duplicates", "joined", "expired", "closed_early",
 
 
 #: One impression waiting for its window to close: a plain tuple of atoms (``TS``,
-#: ``CLOSE_AT``, ``SEQ``, ``EVENT_TIME``, ``CLICKED``, ``ROW``), not an object: the garbage
+#: ``CLOSE_AT``, ``SEQ``, ``EVENT_TIME``, ``CLICKED``, ``SLOT``), not an object: the garbage
 #: collector stops tracking such tuples, so hundreds of thousands pending cost it nothing
 #: (instances of a class are tracked and traversed: a fifth of the join's time went to
 #: collections). A click replaces the tuple.
-Pending = tuple[float, float, int, bool, float, bytes]
+Pending = tuple[float, float, int, bool, float, int]
 TS: Final = 0
 CLOSE_AT: Final = 1
 SEQ: Final = 2
 EVENT_TIME: Final = 3
 CLICKED: Final = 4
-ROW: Final = 5
+SLOT: Final = 5
 # SEQ: arrival order (ties in close time close in this order); EVENT_TIME: closed by the
 # watermark (else by the arrival clock); CLICKED: the click's delay in seconds once one
-# joined, else -1
+# joined, else -1; SLOT: its row's in the ``RowArena``
 
 
 class CloseQueue:
@@ -131,56 +128,36 @@ class CloseQueue:
             self.pop()
 
 
-@dataclass
 class ToLearn:
-    """Rows to learn, in order: packed rows, labels, weights (``FNW_WEIGHT``: computed from
-    the prediction when learned)."""
+    """Rows to learn, in order: their slots in the arena, labels, weights (``FNW_WEIGHT``:
+    computed from the prediction when learned). Read (``csr``) before the next
+    ``JoinState.impressions``, which may reuse the slots."""
 
-    rows: list[bytes] = field(default_factory=list)
-    labels: list[float] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
+    __slots__ = ("adds", "arena", "labels", "slots", "weights")
 
-    def add(self, row: bytes, label: float, weight: float) -> None:
-        self.rows.append(row)
+    def __init__(self, arena: RowArena) -> None:
+        self.arena = arena
+        self.adds = arena.adds
+        self.slots: list[int] = []
+        self.labels: list[float] = []
+        self.weights: list[float] = []
+
+    def add(self, slot: int, label: float, weight: float) -> None:
+        self.slots.append(slot)
         self.labels.append(label)
         self.weights.append(weight)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.slots)
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, keys, fields, values) of the rows, as a CSR batch wants them."""
+        return self.arena.gather(self.slots, self.adds)
 
 
-#: one stored feature: hashed key, field id, value (packed: 20 bytes)
+#: one stored feature as checkpoints keep it: hashed key, field id, value (20 bytes)
 FEATURE = np.dtype([("key", "<u8"), ("field", "<i4"), ("value", "<f8")])
 assert FEATURE.itemsize == FEATURE_BYTES
-
-
-def pack_row(keys: np.ndarray, fields: np.ndarray, values: np.ndarray) -> bytes:
-    """One row's features as packed ``FEATURE`` records."""
-    return pack_rows(np.array([0, len(keys)]), keys, fields, values, [0])[0]
-
-
-def pack_rows(indptr: np.ndarray, keys: np.ndarray, fields: np.ndarray, values: np.ndarray,
-              rows: Sequence[int]) -> list[bytes]:
-    """``pack_row`` of each of ``rows`` of a CSR batch: one conversion for the batch, then
-    byte slices (per-row numpy calls cost more than the rest of an impression)."""
-    records = np.empty(len(keys), dtype=FEATURE)
-    records["key"] = keys
-    records["field"] = fields
-    records["value"] = values
-    raw = records.tobytes()
-    bounds = indptr.tolist()
-    n = FEATURE_BYTES
-    return [raw[n * bounds[r]:n * bounds[r + 1]] for r in rows]
-
-
-def unpack_rows(rows: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(indptr, keys, fields, values) of packed rows, as a CSR batch wants them."""
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)), out=indptr[1:])
-    indptr //= FEATURE_BYTES
-    records = np.frombuffer(b"".join(rows), dtype=FEATURE)
-    return (indptr, np.ascontiguousarray(records["key"]),
-            np.ascontiguousarray(records["field"]), np.ascontiguousarray(records["value"]))
 
 
 class JoinState:
@@ -200,6 +177,8 @@ class JoinState:
         self.negative_rate = float(negative_rate)
         #: id key -> impression
         self.pending: dict[int, Pending] = {}
+        #: the pending impressions' rows
+        self.arena = RowArena()
         #: (seq, key) in arrival order, for ``--max-pending``; closed ones are skipped when
         #: they surface (a dict's first item is O(deleted items) to find: not used)
         self._arrivals: deque[tuple[int, int]] = deque()
@@ -217,15 +196,17 @@ class JoinState:
         #: requests applied (not kept in checkpoints): a checkpoint is due when it moved
         self.changes = 0
         self.delays = [0] * len(DELAY_BUCKETS)
-        self.row_bytes = 0
 
     # -- requests --------------------------------------------------------------------------
 
-    def impressions(self, keys: list[int], ts: list[float | None], rows: list[bytes],
+    def impressions(self, keys: list[int], ts: list[float | None], rows: Rows,
                     at: float) -> tuple[ToLearn, list[bool]]:
-        """Remember impressions (``ts`` None: arrival time ``at``); returns the rows to
-        learn now and whether each impression was new (a repeated pending id is not)."""
-        out = ToLearn()
+        """Remember impressions (``ts`` None: arrival time ``at``) and their rows (one
+        each); returns the rows to learn now and whether each impression was new (a
+        repeated pending id is not)."""
+        arena = self.arena
+        slots = arena.add(rows)
+        out = ToLearn(arena)
         self.changes += 1
         added = []
         shared = self.shared
@@ -243,9 +224,9 @@ class JoinState:
         by_event, by_arrival = self._by_event, self._by_arrival
         ev_run, ev_heap = by_event.run, by_event.heap
         seq = self.seq
-        row_bytes = 0
-        learn_rows, learn_labels, learn_weights = out.rows, out.labels, out.weights
-        for key, t, row in zip(keys, ts, rows, strict=True):
+        duplicated: list[int] = []
+        learn_slots, learn_labels, learn_weights = out.slots, out.labels, out.weights
+        for key, t, slot in zip(keys, ts, slots, strict=True):
             event_time = t is not None
             when = at if t is None else t
             if shared:  # closed by the tick, with the shared watermark
@@ -267,12 +248,12 @@ class JoinState:
             if key in pending or key in closed:
                 counts["duplicates"] += 1
                 added.append(False)
+                duplicated.append(slot)
                 continue
             if bounded and len(pending) >= bounded:
                 self._close(self._oldest(), out, "closed_early")
             close_at = when + window
-            pending[key] = (when, close_at, seq, event_time, -1.0, row)
-            row_bytes += len(row)
+            pending[key] = (when, close_at, seq, event_time, -1.0, slot)
             entry = (close_at, seq, key)
             if event_time:
                 if not ev_run or ev_run[-1] < entry:  # ``CloseQueue.push``, inline
@@ -288,18 +269,18 @@ class JoinState:
             seq += 1
             added.append(True)
             if fnw:  # learned at once as a (maybe fake) negative
-                learn_rows.append(row)
+                learn_slots.append(slot)
                 learn_labels.append(0.0)
                 learn_weights.append(FNW_WEIGHT)
                 counts["learned_negatives"] += 1
         self.seq = seq
-        self.row_bytes += row_bytes
+        arena.release(duplicated)
         return out, added
 
     def feedback(self, keys: list[int], ts: list[float | None], labels: list[int],
                  at: float) -> ToLearn:
         """Join clicks (label 1) and explicit negatives (label 0, closing at once)."""
-        out = ToLearn()
+        out = ToLearn(self.arena)
         self.changes += 1
         shared = self.shared
         if not shared:
@@ -327,7 +308,7 @@ class JoinState:
         A click without ``ts`` happens at the watermark the tick found (the last one
         agreed before it was read) or, for an impression timed by arrival, at its own
         arrival time on the worker that took it."""
-        out = ToLearn()
+        out = ToLearn(self.arena)
         self.changes += 1
         for key, t, label, at in zip(keys, ts, labels, ats, strict=True):
             if not self.owns(key):
@@ -339,7 +320,7 @@ class JoinState:
     def advance(self, watermark: float, now: float) -> ToLearn:
         """The shared mode's tick: close what the agreed watermark and the arrival clock
         have passed."""
-        out = ToLearn()
+        out = ToLearn(self.arena)
         self.changes += 1
         self._advance(watermark, now, out)
         return out
@@ -364,11 +345,11 @@ class JoinState:
             return
         delay = max(0.0, when - imp[TS])
         self.pending[key] = (imp[TS], imp[CLOSE_AT], imp[SEQ], imp[EVENT_TIME], delay,
-                             imp[ROW])
+                             imp[SLOT])
         self.counts["joined"] += 1
         self.delays[_bucket(delay)] += 1
         if self.policy == "fnw":  # the positive copy, now
-            out.add(imp[ROW], 1.0, FNW_WEIGHT)
+            out.add(imp[SLOT], 1.0, FNW_WEIGHT)
             self.counts["learned_positives"] += 1
 
     def due(self, now: float) -> bool:
@@ -383,7 +364,7 @@ class JoinState:
 
     def tick(self, now: float) -> ToLearn:
         """Advance the arrival clock (the background tick)."""
-        out = ToLearn()
+        out = ToLearn(self.arena)
         self.changes += 1
         self._arrive(now, out)
         return out
@@ -424,8 +405,9 @@ class JoinState:
         run, heap = self._by_event.run, self._by_event.heap
         pending, closed = self.pending, self.closed
         wait, rate = self.policy == "wait", self.negative_rate
-        rows, labels, weights = out.rows, out.labels, out.weights
-        expired = positives = negatives = dropped = freed = 0
+        slots, labels, weights = out.slots, out.labels, out.weights
+        freed: list[int] = []
+        expired = positives = negatives = dropped = 0
         while True:
             if run:
                 in_heap = bool(heap) and heap[0] < run[0]
@@ -446,8 +428,8 @@ class JoinState:
             if imp is None:  # closed already
                 continue
             del pending[key]
-            row = imp[ROW]
-            freed += len(row)
+            slot = imp[SLOT]
+            freed.append(slot)
             expired += 1
             closed[key] = None
             if len(closed) > CLOSED_KEPT:
@@ -455,23 +437,23 @@ class JoinState:
             if not wait:
                 continue  # fnw learned the impression when it came, its click when it came
             if imp[CLICKED] >= 0:
-                rows.append(row)
+                slots.append(slot)
                 labels.append(1.0)
                 weights.append(1.0)
                 positives += 1
             elif rate >= 1.0:
-                rows.append(row)
+                slots.append(slot)
                 labels.append(0.0)
                 weights.append(1.0)
                 negatives += 1
             elif coin(key) < rate:
-                rows.append(row)
+                slots.append(slot)
                 labels.append(0.0)
                 weights.append(subsampled_weight(rate))
                 negatives += 1
             else:
                 dropped += 1
-        self.row_bytes -= freed
+        self.arena.release(freed)
         counts = self.counts
         counts["expired"] += expired
         counts["learned_positives"] += positives
@@ -489,8 +471,8 @@ class JoinState:
 
     def _close(self, key: int, out: ToLearn, why: str) -> None:
         imp = self.pending.pop(key)
-        row = imp[ROW]
-        self.row_bytes -= len(row)
+        slot = imp[SLOT]
+        self.arena.release([slot])
         counts = self.counts
         counts[why] += 1
         closed = self.closed
@@ -500,13 +482,13 @@ class JoinState:
         if self.policy != "wait":
             return  # fnw learned the impression when it came, and its click when it came
         if imp[CLICKED] >= 0:
-            out.add(row, 1.0, 1.0)
+            out.add(slot, 1.0, 1.0)
             counts["learned_positives"] += 1
         elif self.negative_rate >= 1.0:
-            out.add(row, 0.0, 1.0)
+            out.add(slot, 0.0, 1.0)
             counts["learned_negatives"] += 1
         elif coin(key) < self.negative_rate:
-            out.add(row, 0.0, subsampled_weight(self.negative_rate))
+            out.add(slot, 0.0, subsampled_weight(self.negative_rate))
             self.counts["learned_negatives"] += 1
         else:
             self.counts["negatives_dropped"] += 1
@@ -514,15 +496,16 @@ class JoinState:
     # -- reading and persistence -----------------------------------------------------------
 
     def bytes_held(self) -> int:
-        """Bytes the pending impressions hold: their rows, their objects, their dict and heap
-        entries (CPython's sizes; dict slots amortised at ~1.5x their 24-byte entries)."""
+        """Bytes the pending impressions hold: the arena's arrays (all of them, free room
+        too), their objects, their dict and heap entries (CPython's sizes; dict slots
+        amortised at ~1.5x their 24-byte entries)."""
         n = len(self.pending)
         if n == 0:
             return 0
         some = next(iter(self.pending.values()))
-        per = (sys.getsizeof(some) + sys.getsizeof(b"") + 3 * sys.getsizeof(1.0)
-               + sys.getsizeof(1 << 63) + 36 + sys.getsizeof((1.0, 1, 1)) + 8)
-        return self.row_bytes + n * per
+        per = (sys.getsizeof(some) + 3 * sys.getsizeof(1.0) + sys.getsizeof(1 << 63)
+               + 2 * sys.getsizeof(1 << 40) + 36 + sys.getsizeof((1.0, 1, 1)) + 8)
+        return self.arena.nbytes() + n * per
 
     def status(self) -> dict[str, object]:
         n = len(self.pending)
@@ -541,7 +524,9 @@ class JoinState:
     def state(self) -> dict[str, np.ndarray]:
         """Everything as arrays (a checkpoint part)."""
         imps = list(self.pending.items())
-        rows = [p[ROW] for _, p in imps]
+        indptr, keys, fields, values = self.arena.gather([p[SLOT] for _, p in imps])
+        records = np.empty(len(keys), dtype=FEATURE)
+        records["key"], records["field"], records["value"] = keys, fields, values
         return {
             "keys": np.array([k for k, _ in imps], dtype=np.uint64),
             "ts": np.array([p[TS] for _, p in imps], dtype=np.float64),
@@ -549,8 +534,8 @@ class JoinState:
             "seq": np.array([p[SEQ] for _, p in imps], dtype=np.int64),
             "event_time": np.array([p[EVENT_TIME] for _, p in imps], dtype=np.bool_),
             "clicked": np.array([p[CLICKED] for _, p in imps], dtype=np.float64),
-            "row_sizes": np.array([len(r) for r in rows], dtype=np.int64),
-            "rows": np.frombuffer(b"".join(rows), dtype=np.uint8),
+            "row_sizes": FEATURE_BYTES * np.diff(indptr),
+            "rows": records.view(np.uint8),
             "closed": np.array(list(self.closed), dtype=np.uint64),
             "clocks": np.array([self.watermark, self.clock, float(self.seq), self.seen]),
             "cursor": np.frombuffer(self.cursor.encode(), dtype=np.uint8),
@@ -559,19 +544,21 @@ class JoinState:
         }
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
-        raw = arrays["rows"].tobytes()
-        ends = np.cumsum(arrays["row_sizes"]).tolist()
-        start = 0
+        records = np.frombuffer(arrays["rows"].tobytes(), dtype=FEATURE)
+        indptr = np.zeros(len(arrays["row_sizes"]) + 1, dtype=np.int64)
+        np.cumsum(arrays["row_sizes"] // FEATURE_BYTES, out=indptr[1:])
+        n = len(indptr) - 1
+        self.arena = RowArena(max(MIN_CAPACITY, 2 * len(records)))
+        slots = self.arena.add(Rows(
+            indptr, np.ascontiguousarray(records["key"]), np.ascontiguousarray(records["field"]),
+            np.ascontiguousarray(records["value"]), range(n)))
         by_event: list[tuple[float, int, int]] = []
         by_arrival: list[tuple[float, int, int]] = []
         for i, key in enumerate(arrays["keys"].tolist()):
-            row = raw[start:ends[i]]
-            start = ends[i]
             imp = (float(arrays["ts"][i]), float(arrays["close_at"][i]),
                    int(arrays["seq"][i]), bool(arrays["event_time"][i]),
-                   float(arrays["clicked"][i]), row)
+                   float(arrays["clicked"][i]), slots[i])
             self.pending[int(key)] = imp
-            self.row_bytes += len(row)
             (by_event if imp[EVENT_TIME] else by_arrival).append(
                 (imp[CLOSE_AT], imp[SEQ], int(key)))
         for entries, queue in ((by_event, self._by_event), (by_arrival, self._by_arrival)):

@@ -33,8 +33,9 @@ from ..events import body_problem
 from ..join.bodies import check_ids, check_not_ahead, feedback_events, impression_times
 from ..join.ids import id_key, id_keys, plain_keys
 from ..join.marks import ClickMarks, Clicks, Tick, only
-from ..join.pending import FNW_WEIGHT, JoinState, ToLearn, pack_rows, unpack_rows
+from ..join.pending import FNW_WEIGHT, JoinState, ToLearn
 from ..join.policies import fnw_weights
+from ..join.rows import Rows
 from ..stores import StoreUnavailable
 from ..stores.wal import Kind
 from .training import Training
@@ -104,11 +105,11 @@ class Joining:
         shown: list[int] | range
         if keys is not None:  # every event has its id
             shown = range(batch.rows)
-            rows = pack_rows(batch.indptr, batch.keys, batch.fields, batch.values, shown)
+            rows = Rows(batch.indptr, batch.keys, batch.fields, batch.values, shown)
             todo, added = self.state.impressions(keys, times, rows, at)
         else:
             shown = [i for i, value in enumerate(ids) if value is not None]
-            rows = pack_rows(batch.indptr, batch.keys, batch.fields, batch.values, shown)
+            rows = Rows(batch.indptr, batch.keys, batch.fields, batch.values, shown)
             keys = [id_key(ids[i]) for i in shown]  # type: ignore[arg-type]
             todo, added = self.state.impressions(keys, [times[i] for i in shown], rows, at)
         scored = None
@@ -220,7 +221,7 @@ class Joining:
         if not len(todo) or not self.learn:
             return
         t = self.training
-        indptr, keys, fields, values = unpack_rows(todo.rows)
+        indptr, keys, fields, values = todo.csr()
         labels = np.array(todo.labels, dtype=np.float64)
         weights = np.array(todo.weights, dtype=np.float64)
         batch = Batch(indptr, keys, fields, values, labels, weights)
