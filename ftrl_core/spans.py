@@ -1,41 +1,265 @@
-"""Rows kept as spans of three parallel arrays (keys, fields, values), gathered into a CSR
-batch in one pass: no index array as large as the output (numpy's ``repeat`` and fancy
-indexing built one and read it back, three times)."""
+"""Rows of (key, field, value) features kept between being parsed and being learned (the
+join's pending impressions), each a span of a chunk of three parallel arrays, named by a
+slot number.
+
+Why chunks: the rows arrive in requests and mostly leave in the order they came (an
+attribution window after they arrive). One ``bytes`` object a row cost a quarter of a join
+server's time (packing each row, then joining them and splitting the records into columns
+again to learn them); one growing set of arrays copied every live row each time it grew.
+Here a request's rows are appended to the current chunk with one copy a column, a chunk
+whose rows have all left is dropped whole, and the rows to learn are gathered in one pass
+(``_gather``). Nothing live is copied, except the few rows left in a chunk that is mostly
+empty: when a new chunk starts, such rows move into it (``_relocate``), so the chunks hold
+at most four times the live features, plus the chunk being filled.
+
+A released slot's row stays readable until the next ``add``, which may reuse the slot or
+drop its chunk: read the rows a request closed before adding more (``gather``'s ``adds``).
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from ._jit import kernel
 
+#: features a chunk holds (20 MB); a larger request gets a chunk of its own size
+CHUNK = 1 << 20
+#: bytes a feature takes: key (u64), field id (i32), value (f64)
+FEATURE_BYTES = 20
+#: bytes a slot costs: position (i64), length (i64), used (bool), its free-list entry
+SLOT_BYTES = 8 + 8 + 1 + 8
+#: a position is chunk << SHIFT | offset
+SHIFT = 32
+OFFSET_MASK = (1 << SHIFT) - 1
+#: chunks (other than the one being filled) with fewer live features than this fraction of
+#: their size give their rows to the new chunk
+RELOCATE_BELOW = 0.25
+
+
+class Rows(NamedTuple):
+    """Rows of a CSR batch to store (``which``: their numbers)."""
+
+    indptr: np.ndarray
+    keys: np.ndarray
+    fields: np.ndarray
+    values: np.ndarray
+    which: range | list[int]
+
 
 @kernel
-def _gather(starts: np.ndarray, lengths: np.ndarray, keys: np.ndarray, fields: np.ndarray,
-            values: np.ndarray, indptr: np.ndarray, out_keys: np.ndarray,
+def _gather(starts: np.ndarray, lengths: np.ndarray, to: np.ndarray, keys: np.ndarray,
+            fields: np.ndarray, values: np.ndarray, out_keys: np.ndarray,
             out_fields: np.ndarray, out_values: np.ndarray) -> None:
-    w = 0
+    """Row r: ``lengths[r]`` features from ``starts[r]`` of one chunk's arrays, to ``to[r]``
+    of the output's."""
     for r in range(starts.size):
-        s = starts[r]
-        for i in range(s, s + lengths[r]):
+        w = to[r]
+        for i in range(starts[r], starts[r] + lengths[r]):
             out_keys[w] = keys[i]
             out_fields[w] = fields[i]
             out_values[w] = values[i]
             w += 1
-        indptr[r + 1] = w
 
 
-def gather_spans(starts: np.ndarray, lengths: np.ndarray, keys: np.ndarray,
-                 fields: np.ndarray, values: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(indptr, keys, fields, values) of the rows ``keys[starts[r]:starts[r] + lengths[r]]``
-    (and the same of ``fields`` and ``values``), in order. Spans must lie inside the
-    arrays (the caller's, checked where they are made)."""
-    starts = np.ascontiguousarray(starts, dtype=np.int64)
-    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-    n = int(lengths.sum())
-    indptr = np.zeros(starts.size + 1, dtype=np.int64)
-    out_keys = np.empty(n, dtype=keys.dtype)
-    out_fields = np.empty(n, dtype=fields.dtype)
-    out_values = np.empty(n, dtype=values.dtype)
-    _gather(starts, lengths, keys, fields, values, indptr, out_keys, out_fields, out_values)
-    return indptr, out_keys, out_fields, out_values
+#: the dtypes of a chunk's three arrays
+DTYPES = (np.dtype(np.uint64), np.dtype(np.int32), np.dtype(np.float64))
+
+
+def _arrays(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(np.empty(size, dtype=d) for d in DTYPES)  # type: ignore[return-value]
+
+
+class RowArena:
+    __slots__ = ("_arrays", "_emptied", "_spare", "adds", "chunk", "chunk_live",
+                 "chunk_sizes", "current", "fill", "free", "free_chunks", "lengths", "live",
+                 "positions", "relocated", "used")
+
+    def __init__(self, chunk: int = CHUNK) -> None:
+        self.chunk = chunk
+        #: each chunk's arrays, by chunk id (a dropped chunk's are empty)
+        self._arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        #: chunks whose rows all left, dropped at the next ``add`` (until then their rows
+        #: can still be read)
+        self._emptied: list[int] = []
+        #: the arrays of one dropped chunk, kept for the next (its pages are mapped: new
+        #: ones fault each page in as it is first written)
+        self._spare: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        #: by chunk id: features in use, features it holds
+        self.chunk_live = np.zeros(0, dtype=np.int64)
+        self.chunk_sizes = np.zeros(0, dtype=np.int64)
+        #: the chunk being filled (-1: none yet), and where
+        self.current = -1
+        self.fill = 0
+        self.free_chunks: list[int] = []
+        #: by slot: the row's position and length, whether a row holds it
+        self.positions = np.zeros(0, dtype=np.int64)
+        self.lengths = np.zeros(0, dtype=np.int64)
+        self.used = np.zeros(0, dtype=np.bool_)
+        #: slots to reuse, the next one last
+        self.free: list[int] = []
+        #: features in use
+        self.live = 0
+        #: ``add`` calls so far (rows read after one may be gone)
+        self.adds = 0
+        #: rows moved out of mostly empty chunks so far
+        self.relocated = 0
+
+    def nbytes(self) -> int:
+        return (int(self.chunk_sizes.sum()) * FEATURE_BYTES
+                + len(self.positions) * SLOT_BYTES)
+
+    def chunks(self) -> int:
+        """Chunks holding memory."""
+        return int(np.count_nonzero(self.chunk_sizes))
+
+    # -- adding ----------------------------------------------------------------------------
+
+    def add(self, new: Rows) -> list[int]:
+        """Copy rows in; returns the slot of each."""
+        indptr, keys, fields, values, rows = new
+        if isinstance(rows, range) and rows.step == 1:  # whole runs: one copy a column
+            lo, hi = int(indptr[rows.start]), int(indptr[rows.stop])
+            index: np.ndarray | slice = slice(lo, hi)
+            bounds = indptr[rows.start:rows.stop + 1] - lo
+        else:
+            picked = np.asarray(rows, dtype=np.int64)
+            bounds = np.zeros(len(picked) + 1, dtype=np.int64)
+            np.cumsum(indptr[picked + 1] - indptr[picked], out=bounds[1:])
+            index = np.arange(bounds[-1], dtype=np.int64)
+            index += np.repeat(indptr[picked] - bounds[:-1], np.diff(bounds))
+        n = int(bounds[-1]) if len(bounds) else 0
+        self.adds += 1
+        for c in self._emptied:
+            if self.chunk_live[c] == 0 and c != self.current and self.chunk_sizes[c]:
+                self._drop(c)
+        self._emptied.clear()
+        if self.current < 0 or self.fill + n > self.chunk_sizes[self.current]:
+            self._new_chunk(n)
+        c, at = self.current, self.fill
+        k, f, v = self._arrays[c]
+        k[at:at + n] = keys[index]
+        f[at:at + n] = fields[index]
+        v[at:at + n] = values[index]
+        self.fill = at + n
+        self.chunk_live[c] += n
+        self.live += n
+        count = len(bounds) - 1
+        slots = self._take_slots(count)
+        where = np.array(slots, dtype=np.int64)
+        self.positions[where] = bounds[:-1] + ((c << SHIFT) + at)
+        self.lengths[where] = np.diff(bounds)
+        self.used[where] = True
+        return slots
+
+    def _take_slots(self, count: int) -> list[int]:
+        free = self.free
+        if len(free) < count:
+            old = len(self.positions)
+            size = max(1024, 2 * old, old + count - len(free))
+            for name in ("positions", "lengths", "used"):
+                grown = np.zeros(size, dtype=getattr(self, name).dtype)
+                grown[:old] = getattr(self, name)
+                setattr(self, name, grown)
+            free[:0] = range(size - 1, old - 1, -1)  # the new ones taken after the old
+        slots = free[len(free) - count:]
+        del free[len(free) - count:]
+        return slots
+
+    def _new_chunk(self, at_least: int) -> None:
+        """Start a chunk with room for ``at_least``; first move the rows of mostly empty
+        chunks into it (when they fit beside the request's)."""
+        old = self.current
+        if old >= 0 and self.chunk_live[old] == 0:
+            self._drop(old)
+        size = max(self.chunk, at_least)
+        sparse = np.flatnonzero((self.chunk_live > 0)
+                                & (self.chunk_live < RELOCATE_BELOW * self.chunk_sizes)).tolist()
+        moving = int(self.chunk_live[sparse].sum()) if sparse else 0
+        if moving and moving + at_least > size:
+            size = moving + at_least
+        if self.free_chunks:
+            c = self.free_chunks.pop()
+        else:
+            c = len(self._arrays)
+            self._arrays.append(_arrays(0))
+            self.chunk_live = np.append(self.chunk_live, 0)
+            self.chunk_sizes = np.append(self.chunk_sizes, 0)
+        spare, self._spare = self._spare, None
+        self._arrays[c] = spare if spare is not None and len(spare[0]) == size \
+            else _arrays(size)
+        self.chunk_sizes[c] = size
+        self.chunk_live[c] = 0
+        self.current, self.fill = c, 0
+        if moving:
+            self._relocate(sparse)
+
+    def _relocate(self, chunks: list[int]) -> None:
+        """Move the rows in use of ``chunks`` into the current chunk, and drop those."""
+        held = np.flatnonzero(self.used)
+        where = held[np.isin(self.positions[held] >> SHIFT, chunks)]
+        indptr, keys, fields, values = self.gather(where)
+        c, at = self.current, self.fill
+        n = int(indptr[-1])
+        k, f, v = self._arrays[c]
+        k[at:at + n] = keys
+        f[at:at + n] = fields
+        v[at:at + n] = values
+        self.positions[where] = indptr[:-1] + ((c << SHIFT) + at)
+        self.fill = at + n
+        self.chunk_live[c] += n
+        self.chunk_live[chunks] = 0
+        self.relocated += len(where)
+        for gone in chunks:
+            self._drop(gone)
+
+    def _drop(self, c: int) -> None:
+        if len(self._arrays[c][0]) == self.chunk:
+            self._spare = self._arrays[c]
+        self._arrays[c] = _arrays(0)
+        self.chunk_sizes[c] = 0
+        self.free_chunks.append(c)
+
+    # -- releasing and reading -------------------------------------------------------------
+
+    def release(self, slots: list[int]) -> None:
+        """The rows of ``slots`` are no longer needed (readable until the next ``add``)."""
+        if not slots:
+            return
+        where = np.array(slots, dtype=np.int64)
+        lengths = self.lengths[where]
+        self.live -= int(lengths.sum())
+        self.used[where] = False
+        self.free.extend(slots)
+        chunks = self.positions[where] >> SHIFT
+        np.subtract.at(self.chunk_live, chunks, lengths)
+        for c in np.unique(chunks).tolist():
+            if self.chunk_live[c] == 0 and c != self.current:
+                self._emptied.append(c)
+
+    def gather(self, slots: list[int] | np.ndarray, adds: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, keys, fields, values) of the rows of ``slots``; ``adds``: the ``adds``
+        count when the slots were taken (refused if rows were added since)."""
+        if adds is not None and adds != self.adds:
+            raise RuntimeError("rows read after more were added")
+        where = np.asarray(slots, dtype=np.int64)
+        positions = self.positions[where]
+        lengths = self.lengths[where]
+        indptr = np.zeros(where.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        out = _arrays(int(indptr[-1]))
+        if not where.size:
+            return indptr, *out
+        chunks = positions >> SHIFT
+        starts = positions & OFFSET_MASK
+        first = int(chunks[0])
+        if (chunks == first).all():  # one chunk: the usual case
+            _gather(starts, lengths, indptr, *self._arrays[first], *out)
+        else:  # a kernel call a chunk, each row to its place
+            for c in np.unique(chunks).tolist():
+                mine = chunks == c
+                _gather(starts[mine], lengths[mine], indptr[:-1][mine], *self._arrays[c],
+                        *out)
+        return indptr, *out

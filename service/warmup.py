@@ -13,10 +13,10 @@ import msgspec
 
 from ftrl_core.model import Model
 from ftrl_core.readers.jsonl import JsonlFormat, parse_event_array, parse_events
+from ftrl_core.spans import RowArena, Rows
 
 from .join.bodies import impression_times
 from .join.ids import id_keys, plain_keys
-from .join.rows import RowArena, Rows
 
 _EVENTS = [
     {"label": 1, "features": {"site": "a.com", "price": 0.37, "tags": ["x", "y"], "c9": ""},

@@ -26,13 +26,13 @@ from service_helpers import running_app, some_events
 from clients import AsyncCTRClient, CTRClient
 from ftrl_core.model import Model
 from ftrl_core.readers.jsonl import JsonlFormat, parse_event_array
+from ftrl_core.spans import Rows
 from service.cli import main
 from service.errors import Problem
 from service.join import JoinState
 from service.join.bodies import MAX_AHEAD_SECONDS
 from service.join.ids import coin, id_key
 from service.join.policies import fnw_weights
-from service.join.rows import Rows
 from service.learner_options import LearnerOptions
 from service.settings import Settings
 from service.startup import model_builder

@@ -1,4 +1,5 @@
-"""The pending rows' arena against a plain reference: a dict of each row's own arrays."""
+"""The pending rows' arena (``ftrl_core.spans``) against a plain reference: a dict of
+each row's own arrays."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from service.join.pending import JoinState, ToLearn
-from service.join.rows import RowArena, Rows
+from ftrl_core.spans import RowArena, Rows
 
 
 def random_batch(rng: np.random.Generator, rows: int) -> Rows:
@@ -23,44 +24,58 @@ def row_of(batch: Rows, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return batch.keys[lo:hi], batch.fields[lo:hi], batch.values[lo:hi]
 
 
-def test_slots_survive_compactions_as_a_dict_of_rows_keeps_them() -> None:
-    """Rows added, released at random and read back, through many compactions (the arena
-    starts small, grows, and shrinks when most rows are gone): each slot in use reads back
-    exactly the row a plain dict kept; the live count is the dict's."""
+def test_slots_survive_chunks_and_relocations_as_a_dict_of_rows_keeps_them() -> None:
+    """Rows added, released at random and read back (small chunks: many of them, mostly
+    empty ones relocated): each slot in use reads back exactly the row a plain dict kept;
+    the live counts are the dict's; the memory held stays within four times the live
+    features plus the chunk being filled, and is given back when most rows are gone."""
     rng = np.random.default_rng(3)
-    arena = RowArena(capacity=256, minimum=256)
+    arena = RowArena(chunk=512)
     reference: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    capacities = []
-    for step in range(300):
-        batch = random_batch(rng, int(rng.integers(3, 40)))
+    held = []
+    switches, current = 0, -1
+    for step in range(400):
+        # few rows come in the last hundred steps, and half of those held leave each time
+        batch = random_batch(rng, int(rng.integers(3, 40)) if step < 300 else 3)
         if step % 3 == 0:  # some rows only, as /v1/predict with "log" stores them
             batch = batch._replace(which=sorted(rng.choice(len(batch.indptr) - 1,
                                                            size=3, replace=False).tolist()))
         slots = arena.add(batch)
+        switches += arena.current != current
+        current = arena.current
         assert not set(slots) & set(reference)  # a slot in use is never given again
         for r, slot in zip(batch.which, slots, strict=True):
             reference[slot] = row_of(batch, r)
-        # release about as many as came in; most of them later on (the arena shrinks)
-        gone = [slot for slot in reference if rng.random() < (0.3 if step < 200 else 0.8)]
+        # mostly the oldest leave (as windows close), some stay long
+        oldest = sorted(reference)[:len(slots)]
+        gone = [slot for slot in reference
+                if rng.random() < (0.02 if step < 300 else 0.5) or slot in oldest]
+        if step >= 300:
+            gone = [slot for slot in reference if rng.random() < 0.5]
         arena.release(gone)
         for slot in gone:
             del reference[slot]
-        capacities.append(arena.capacity)
-        held = list(reference)
-        indptr, keys, fields, values = arena.gather(held, arena.adds)
-        assert arena.live == int(indptr[-1]) == int(arena.lengths[arena.used].sum())
-        for j, slot in enumerate(held):
+        live = sum(len(k) for k, _, _ in reference.values())
+        assert arena.live == live == int(arena.chunk_live.sum())
+        held.append(int(arena.chunk_sizes.sum()))
+        slots_held = list(reference)
+        indptr, keys, fields, values = arena.gather(slots_held, arena.adds)
+        for j, slot in enumerate(slots_held):
             k, f, v = reference[slot]
             lo, hi = indptr[j], indptr[j + 1]
             np.testing.assert_array_equal(keys[lo:hi], k)
             np.testing.assert_array_equal(fields[lo:hi], f)
             np.testing.assert_array_equal(values[lo:hi], v)
-    assert arena.compactions > 5
-    assert capacities[-1] < max(capacities)  # it gave memory back
+        # the chunks but the current one: each at least a quarter live (or dropped next)
+        sizes = arena.chunk_sizes.copy()
+        sizes[arena.current] = 0
+        assert int(sizes.sum()) <= 4 * live + 2 * 40 * 60
+    assert arena.relocated > 0 and switches > 20
+    assert max(held) > 2 * 512 and held[-1] == 512  # it gave back all but the current
 
 
 def test_rows_read_after_more_were_added_are_refused() -> None:
-    arena = RowArena(capacity=4, minimum=4)
+    arena = RowArena(chunk=4)
     batch = Rows(np.array([0, 3]), np.arange(3, dtype=np.uint64), np.zeros(3, np.int32),
                  np.ones(3), range(1))
     slots = arena.add(batch)
@@ -72,12 +87,13 @@ def test_rows_read_after_more_were_added_are_refused() -> None:
         arena.gather(slots, adds)
 
 
-def test_join_state_rows_come_back_through_compactions_and_checkpoints() -> None:
-    """A ``JoinState`` with many impressions through its arena (it compacts): the rows it
+def test_join_state_rows_come_back_through_chunks_and_checkpoints() -> None:
+    """A ``JoinState`` with many impressions through its arena (many chunks): the rows it
     returns to learn, and those a checkpoint keeps, are the impressions' own, each learned
     once, with a click's label where one joined."""
     rng = np.random.default_rng(5)
     state = JoinState(10.0, "wait")
+    state.arena = RowArena(chunk=4096)  # many chunks
     rows: dict[int, np.ndarray] = {}
     clicked: set[int] = set()
     learned: list[tuple[np.ndarray, float]] = []
@@ -97,7 +113,7 @@ def test_join_state_rows_come_back_through_compactions_and_checkpoints() -> None
         clicks = [k for k in keys if rng.random() < 0.1]
         clicked.update(clicks)
         learn(state.feedback(clicks, [step + 0.5] * len(clicks), [1] * len(clicks), at=0.0))
-    assert state.arena.compactions > 0 and len(learned) > 0 and state.pending
+    assert state.arena.chunks() > 1 and len(learned) > 0 and state.pending
     closed = len(learned)
     back = JoinState(10.0, "wait")
     back.load(state.state())

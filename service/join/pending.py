@@ -35,9 +35,10 @@ from typing import Final
 
 import numpy as np
 
+from ftrl_core.spans import FEATURE_BYTES, RowArena, Rows
+
 from .ids import coin
 from .policies import Policy, subsampled_weight
-from .rows import FEATURE_BYTES, MIN_CAPACITY, RowArena, Rows
 
 #: closed ids remembered to tell a late click from an unknown one
 CLOSED_KEPT = 100_000
@@ -548,7 +549,7 @@ class JoinState:
         indptr = np.zeros(len(arrays["row_sizes"]) + 1, dtype=np.int64)
         np.cumsum(arrays["row_sizes"] // FEATURE_BYTES, out=indptr[1:])
         n = len(indptr) - 1
-        self.arena = RowArena(max(MIN_CAPACITY, 2 * len(records)))
+        self.arena = RowArena()
         slots = self.arena.add(Rows(
             indptr, np.ascontiguousarray(records["key"]), np.ascontiguousarray(records["field"]),
             np.ascontiguousarray(records["value"]), range(n)))

@@ -28,6 +28,7 @@ import numpy as np
 
 from ftrl_core.batch import Batch
 from ftrl_core.readers.jsonl import EventError, JsonlFormat, event_ids, parse_event_array
+from ftrl_core.spans import Rows
 
 from ..events import body_problem
 from ..join.bodies import check_ids, check_not_ahead, feedback_events, impression_times
@@ -35,7 +36,6 @@ from ..join.ids import id_key, id_keys, plain_keys
 from ..join.marks import ClickMarks, Clicks, Tick, only
 from ..join.pending import FNW_WEIGHT, JoinState, ToLearn
 from ..join.policies import fnw_weights
-from ..join.rows import Rows
 from ..stores import StoreUnavailable
 from ..stores.wal import Kind
 from .training import Training
