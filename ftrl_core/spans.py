@@ -255,11 +255,13 @@ class RowArena:
         chunks = positions >> SHIFT
         starts = positions & OFFSET_MASK
         first = int(chunks[0])
+        ok, of, ov = out
         if (chunks == first).all():  # one chunk: the usual case
-            _gather(starts, lengths, indptr, *self._arrays[first], *out)
+            k, f, v = self._arrays[first]
+            _gather(starts, lengths, indptr, k, f, v, ok, of, ov)
         else:  # a kernel call a chunk, each row to its place
             for c in np.unique(chunks).tolist():
                 mine = chunks == c
-                _gather(starts[mine], lengths[mine], indptr[:-1][mine], *self._arrays[c],
-                        *out)
-        return indptr, *out
+                k, f, v = self._arrays[c]
+                _gather(starts[mine], lengths[mine], indptr[:-1][mine], k, f, v, ok, of, ov)
+        return indptr, ok, of, ov

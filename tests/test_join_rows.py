@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.join.pending import JoinState, ToLearn
 from ftrl_core.spans import RowArena, Rows
+from service.join.pending import JoinState, ToLearn
 
 
 def random_batch(rng: np.random.Generator, rows: int) -> Rows:
