@@ -233,8 +233,15 @@ class RowArena:
         self.used[where] = False
         self.free.extend(slots)
         chunks = self.positions[where] >> SHIFT
-        np.subtract.at(self.chunk_live, chunks, lengths)
-        for c in np.unique(chunks).tolist():
+        first = int(chunks[0])
+        if (chunks == first).all():  # one chunk: the usual case
+            touched = [first]
+            self.chunk_live[first] -= int(lengths.sum())
+        else:  # (``np.subtract.at`` costs 50 ns an item; counts in a float64 are exact)
+            by_chunk = np.bincount(chunks, weights=lengths, minlength=len(self.chunk_live))
+            self.chunk_live -= by_chunk.astype(np.int64)
+            touched = np.flatnonzero(by_chunk).tolist()
+        for c in touched:
             if self.chunk_live[c] == 0 and c != self.current:
                 self._emptied.append(c)
 

@@ -117,7 +117,9 @@ def impression_times(body: bytes | bytearray, count: int, errors: list[EventErro
     read there in one compiled pass; a key spelled with escapes, or a value that is not a
     number in range (reported here), are read by msgspec."""
     # timed by arrival: no second decode (a key spelled with escapes is decoded, though)
-    escapes = b"\\u" in body
+    # a backslash first: one memchr; CPython's search for the two bytes took 0.5 ms a
+    # 600 KB body (it tested every position)
+    escapes = b"\\" in body and b"\\u" in body
     if b'"ts"' not in body and not escapes:
         return [None] * count
     starts = None if batch is None or escapes else batch.extra.get("ts_start")
