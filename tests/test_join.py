@@ -453,6 +453,28 @@ def test_arrival_and_event_clocks_are_separate() -> None:
     assert len(todo) == 1 and todo.labels == [0.0] and state.counts["late"] == 1
 
 
+def test_late_and_unknown_are_told_apart_for_the_last_closed_ids(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the last ``CLOSED_KEPT`` closed ids are remembered (a click on an older one is
+    ``unknown``, on a kept one ``late``), in closing order, through ``state()``/``load()``;
+    a kept id shown again is a duplicate."""
+    import service.join.pending as pending
+
+    monkeypatch.setattr(pending, "CLOSED_KEPT", 3)
+    state = JoinState(10.0, "wait")
+    state.impressions([1, 2, 3, 4], [0.0, 1.0, 2.0, 3.0], one_feature_rows(4), at=0.0)
+    state.feedback([3], [5.0], [0], at=0.0)  # closed by its label: 3 first
+    state.impressions([5], [100.0], one_feature_rows(1), at=0.0)  # closes 1, 2, 4
+    assert list(state.closed) == [1, 2, 4]
+    again = JoinState(10.0, "wait")
+    again.load(state.state())
+    for s in (state, again):
+        s.feedback([3, 1, 4], [100.0] * 3, [1] * 3, at=0.0)
+        assert (s.counts["unknown"], s.counts["late"]) == (1, 2)
+        _, added = s.impressions([2, 3], [100.0, 100.0], one_feature_rows(2), at=0.0)
+        assert added == [False, True]
+
+
 def test_shared_join_state_closes_on_the_tick_only() -> None:
     """``JoinState(shared=True)`` (in process): requests never close by event time; a
     click for an id it does not hold is forwarded; published clicks apply to the ids it

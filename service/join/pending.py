@@ -30,7 +30,7 @@ from __future__ import annotations
 import heapq
 import math
 import sys
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Final
 
 import numpy as np
@@ -192,7 +192,10 @@ class JoinState:
         #: an event-time impression came in past its window: the next event closes it
         self._stale = False
         self.seq = 0
-        self.closed: OrderedDict[int, None] = OrderedDict()
+        #: the last ``CLOSED_KEPT`` ids closed, and their order (a dict and a deque: an
+        #: OrderedDict cost twice as much a close)
+        self.closed: dict[int, None] = {}
+        self._closed_order: deque[int] = deque()
         self.counts = dict.fromkeys(COUNTERS, 0)
         #: requests applied (not kept in checkpoints): a checkpoint is due when it moved
         self.changes = 0
@@ -408,6 +411,7 @@ class JoinState:
         wait, rate = self.policy == "wait", self.negative_rate
         slots, labels, weights = out.slots, out.labels, out.weights
         freed: list[int] = []
+        gone: list[int] = []
         expired = positives = negatives = dropped = 0
         while True:
             if run:
@@ -431,10 +435,8 @@ class JoinState:
             del pending[key]
             slot = imp[SLOT]
             freed.append(slot)
+            gone.append(key)
             expired += 1
-            closed[key] = None
-            if len(closed) > CLOSED_KEPT:
-                closed.popitem(last=False)
             if not wait:
                 continue  # fnw learned the impression when it came, its click when it came
             if imp[CLICKED] >= 0:
@@ -455,6 +457,7 @@ class JoinState:
             else:
                 dropped += 1
         self.arena.release(freed)
+        self._remember_closed(gone)
         counts = self.counts
         counts["expired"] += expired
         counts["learned_positives"] += positives
@@ -476,10 +479,7 @@ class JoinState:
         self.arena.release([slot])
         counts = self.counts
         counts[why] += 1
-        closed = self.closed
-        closed[key] = None
-        if len(closed) > CLOSED_KEPT:
-            closed.popitem(last=False)
+        self._remember_closed([key])
         if self.policy != "wait":
             return  # fnw learned the impression when it came, and its click when it came
         if imp[CLICKED] >= 0:
@@ -493,6 +493,13 @@ class JoinState:
             self.counts["learned_negatives"] += 1
         else:
             self.counts["negatives_dropped"] += 1
+
+    def _remember_closed(self, keys: list[int]) -> None:
+        closed, order = self.closed, self._closed_order
+        closed.update(dict.fromkeys(keys))
+        order.extend(keys)
+        for _ in range(len(closed) - CLOSED_KEPT):
+            del closed[order.popleft()]
 
     # -- reading and persistence -----------------------------------------------------------
 
@@ -565,7 +572,9 @@ class JoinState:
         for entries, queue in ((by_event, self._by_event), (by_arrival, self._by_arrival)):
             for entry in sorted(entries):  # in order: a run, no heap
                 queue.push(entry)
-        self.closed = OrderedDict.fromkeys(int(k) for k in arrays["closed"].tolist())
+        kept = [int(k) for k in arrays["closed"].tolist()]
+        self.closed = dict.fromkeys(kept)
+        self._closed_order = deque(kept)
         if self.max_pending:
             self._arrivals = deque(sorted((p[SEQ], k) for k, p in self.pending.items()))
         clocks = [float(x) for x in arrays["clocks"]]
