@@ -407,7 +407,7 @@ class JoinState:
         """What ``_advance`` does when only the watermark closes impressions: ``_close``
         (``expired``) of each one whose ``close_at`` it passed, in order, inline."""
         run, heap = self._by_event.run, self._by_event.heap
-        pending, closed = self.pending, self.closed
+        pending = self.pending
         wait, rate = self.policy == "wait", self.negative_rate
         slots, labels, weights = out.slots, out.labels, out.weights
         freed: list[int] = []
