@@ -24,7 +24,7 @@ class TrainRecord:
 
     def encode(self) -> bytes:
         k = self.key.encode()
-        return _HEAD.pack(self.at, len(k)) + k + bytes(self.body)
+        return b"".join((_HEAD.pack(self.at, len(k)), k, self.body))  # one copy
 
     @classmethod
     def decode(cls, payload: memoryview) -> TrainRecord:
