@@ -24,8 +24,11 @@ import numpy as np
 
 from ._jit import kernel
 
-#: features a chunk holds (20 MB); a larger request gets a chunk of its own size
+#: features a chunk holds at most (20 MB; a larger request gets a chunk of its own size)
+#: and at least (1.3 MB): between the two, half the live features, so an arena holding a
+#: few rows holds a small chunk
 CHUNK = 1 << 20
+MIN_CHUNK = 1 << 16
 #: bytes a feature takes: key (u64), field id (i32), value (f64)
 FEATURE_BYTES = 20
 #: bytes a slot costs: position (i64), length (i64), used (bool), its free-list entry
@@ -74,10 +77,11 @@ def _arrays(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class RowArena:
     __slots__ = ("_arrays", "_emptied", "_spare", "adds", "chunk", "chunk_live",
                  "chunk_sizes", "current", "fill", "free", "free_chunks", "lengths", "live",
-                 "positions", "relocated", "used")
+                 "min_chunk", "positions", "relocated", "used")
 
-    def __init__(self, chunk: int = CHUNK) -> None:
+    def __init__(self, chunk: int = CHUNK, min_chunk: int = MIN_CHUNK) -> None:
         self.chunk = chunk
+        self.min_chunk = min(min_chunk, chunk)
         #: each chunk's arrays, by chunk id (a dropped chunk's are empty)
         self._arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         #: chunks whose rows all left, dropped at the next ``add`` (until then their rows
@@ -173,7 +177,7 @@ class RowArena:
         old = self.current
         if old >= 0 and self.chunk_live[old] == 0:
             self._drop(old)
-        size = max(self.chunk, at_least)
+        size = max(at_least, min(self.chunk, max(self.min_chunk, self.live // 2)))
         sparse = np.flatnonzero((self.chunk_live > 0)
                                 & (self.chunk_live < RELOCATE_BELOW * self.chunk_sizes)).tolist()
         moving = int(self.chunk_live[sparse].sum()) if sparse else 0
@@ -187,8 +191,11 @@ class RowArena:
             self.chunk_live = np.append(self.chunk_live, 0)
             self.chunk_sizes = np.append(self.chunk_sizes, 0)
         spare, self._spare = self._spare, None
-        self._arrays[c] = spare if spare is not None and len(spare[0]) == size \
-            else _arrays(size)
+        if spare is not None and size <= len(spare[0]) <= 2 * size:
+            self._arrays[c] = spare  # pages mapped already
+            size = len(spare[0])
+        else:
+            self._arrays[c] = _arrays(size)
         self.chunk_sizes[c] = size
         self.chunk_live[c] = 0
         self.current, self.fill = c, 0
@@ -215,7 +222,7 @@ class RowArena:
             self._drop(gone)
 
     def _drop(self, c: int) -> None:
-        if len(self._arrays[c][0]) == self.chunk:
+        if self._spare is None or len(self._arrays[c][0]) > len(self._spare[0]):
             self._spare = self._arrays[c]
         self._arrays[c] = _arrays(0)
         self.chunk_sizes[c] = 0

