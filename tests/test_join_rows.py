@@ -127,3 +127,62 @@ def test_join_state_rows_come_back_through_chunks_and_checkpoints() -> None:
     assert len(again) == len(rows) - closed
     _indptr, got, _, _ = again.csr()
     np.testing.assert_array_equal(got, np.concatenate([r for r, _ in learned[closed:]]))
+
+
+@pytest.mark.parametrize("policy", ["wait", "fnw"])
+def test_requests_in_order_close_as_one_impression_at_a_time_does(
+        policy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request whose impressions are in ``ts`` order within a window is taken in one step
+    (``JoinState._in_order``); the same requests taken impression by impression (the step
+    refused) learn the same rows, with the same labels and weights, in the same order, and
+    leave the same pending impressions, counters and clocks. The stream mixes such
+    requests with others (out of order, spanning more than a window, with ids shown
+    again, timed by arrival) and clicks."""
+    rng = np.random.default_rng(11)
+    window = 50.0
+    requests: list[tuple[str, list[int], list[float | None]]] = []
+    t = 0.0
+    for step in range(300):
+        n = int(rng.integers(2, 30))
+        if step % 4 == 3 and step % 10 not in (1, 2):  # clicks: some late, some unknown
+            ids = rng.integers(max(1, step * 30 - 2000), step * 30 + 10, size=n).tolist()
+            requests.append(("click", ids, [t + float(d) for d in rng.uniform(-60, 5, n)]))
+            continue
+        spread = 80.0 if step % 7 == 0 else 10.0  # sometimes more than a window
+        ts: list[float | None] = sorted((t + rng.uniform(0, spread, n)).tolist())
+        if step % 5 == 0:
+            rng.shuffle(ts)  # type: ignore[arg-type]  # out of order
+        if step % 10 == 1:
+            ts[-1] = t - 100.0  # already past its window, last: the next event closes it
+        if step % 10 == 2:  # in order, behind the watermark, after one past its window
+            ts = sorted((t - 20.0 + rng.uniform(0, 5, n)).tolist())
+        if step % 13 == 0:
+            ts[1] = None  # timed by arrival
+        ids = list(range(step * 30, step * 30 + n))
+        if step % 3 == 0 and step:
+            ids[0] = int(rng.integers(max(1, step * 30 - 300), step * 30 + 1))  # shown again
+        requests.append(("imp", ids, ts))
+        t += float(rng.uniform(2, 12))
+
+    def run(in_order: bool) -> tuple[list[tuple[bytes, float, float]], JoinState]:
+        state = JoinState(window, policy)  # type: ignore[arg-type]
+        if not in_order:
+            monkeypatch.setattr(state, "_in_order", lambda ts: False)
+        learned = []
+        for kind, ids, ts in requests:
+            if kind == "imp":
+                rows = Rows(np.arange(len(ids) + 1), np.array(ids, dtype=np.uint64),
+                            np.zeros(len(ids), np.int32), np.ones(len(ids)), range(len(ids)))
+                todo, _ = state.impressions(ids, ts, rows, at=1e6)
+            else:
+                todo = state.feedback(ids, ts, [1] * len(ids), at=1e6)
+            _, keys, _, _ = todo.csr()
+            learned.extend(zip(keys.tolist(), todo.labels, todo.weights, strict=True))
+        return learned, state
+
+    fast, a = run(True)
+    slow, b = run(False)
+    assert fast == slow and len(fast) > 1000
+    assert a.pending == b.pending and a.counts == b.counts and a.counts["duplicates"] > 0
+    assert (a.watermark, a.clock, a.seq, a._stale) == (b.watermark, b.clock, b.seq, b._stale)
+    assert list(a.closed) == list(b.closed)

@@ -212,15 +212,17 @@ class JoinState:
         slots = arena.add(rows)
         out = ToLearn(arena)
         self.changes += 1
-        added = []
         shared = self.shared
         if not shared:
             self._arrive(at, out)
+            if not self.max_pending and self._in_order(ts):
+                return out, self._in_order_impressions(keys, ts, slots, out)  # type: ignore[arg-type]
         elif not self.cursor and keys:
             # the first impression: read the click stream from a little before it (its
             # clicks come after it; the margin is for clocks of hosts that disagree). From
             # the logged arrival time, so a replay starts at the same place
             self.cursor = f"{max(0, int((at - CURSOR_MARGIN) * 1000))}-0"
+        added = []
         # locals: this loop runs once per impression
         pending, closed, counts = self.pending, self.closed, self.counts
         window, fnw, bounded = self.window, self.policy == "fnw", self.max_pending
@@ -280,6 +282,55 @@ class JoinState:
         self.seq = seq
         arena.release(duplicated)
         return out, added
+
+    def _in_order(self, ts: list[float | None]) -> bool:
+        """Whether a request's impressions can be taken in one step: each with a ``ts``, in
+        order, within one window of each other, none already past its window. Then the
+        closes each one's ``ts`` makes happen all precede every close of one of them (none
+        closes another), so moving the watermark once, to the last ``ts``, closes the
+        same impressions in the same order as moving it impression by impression."""
+        if len(ts) < 2 or None in ts:
+            return False
+        t = np.array(ts, dtype=np.float64)
+        return bool(t[-1] - t[0] <= self.window and t[0] + self.window >= self.watermark
+                    and (t[1:] >= t[:-1]).all())
+
+    def _in_order_impressions(self, keys: list[int], ts: list[float], slots: list[int],
+                              out: ToLearn) -> list[bool]:
+        """``impressions`` of a request ``_in_order`` accepts (memory store, unbounded)."""
+        if ts[-1] > self.watermark or self._stale:
+            self._advance(ts[-1], self.clock, out)
+        pending, closed, counts = self.pending, self.closed, self.counts
+        window, fnw = self.window, self.policy == "fnw"
+        run, heap = self._by_event.run, self._by_event.heap
+        seq = self.seq
+        added = []
+        duplicated: list[int] = []
+        for key, t, slot in zip(keys, ts, slots, strict=True):
+            if key in pending or key in closed:
+                added.append(False)
+                duplicated.append(slot)
+                continue
+            close_at = t + window
+            pending[key] = (t, close_at, seq, True, -1.0, slot)
+            entry = (close_at, seq, key)
+            if not run or run[-1] < entry:  # ``CloseQueue.push``, inline
+                run.append(entry)
+            else:
+                heapq.heappush(heap, entry)
+            seq += 1
+            added.append(True)
+        new = seq - self.seq
+        counts["impressions"] += len(keys)
+        counts["duplicates"] += len(duplicated)
+        if fnw:  # each learned at once as a (maybe fake) negative
+            out.slots.extend(s for s, a in zip(slots, added, strict=True) if a)
+            out.labels.extend([0.0] * new)
+            out.weights.extend([FNW_WEIGHT] * new)
+            counts["learned_negatives"] += new
+        self.seq = seq
+        self.arena.release(duplicated)
+        return added
 
     def feedback(self, keys: list[int], ts: list[float | None], labels: list[int],
                  at: float) -> ToLearn:
