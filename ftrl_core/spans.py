@@ -9,8 +9,9 @@ again to learn them); one growing set of arrays copied every live row each time 
 Here a request's rows are appended to the current chunk with one copy a column, a chunk
 whose rows have all left is dropped whole, and the rows to learn are gathered in one pass
 (``_gather``). Nothing live is copied, except the few rows left in a chunk that is mostly
-empty: when a new chunk starts, such rows move into it (``_relocate``), so the chunks hold
-at most four times the live features, plus the chunk being filled.
+empty: when a new chunk starts, the rows of every chunk less than a quarter live move into
+it (``_relocate``), so the chunks then hold at most four times the live features, plus the
+new one (and one dropped chunk's arrays kept for reuse).
 
 A released slot's row stays readable until the next ``add``, which may reuse the slot or
 drop its chunk: read the rows a request closed before adding more (``gather``'s ``adds``).
@@ -111,7 +112,9 @@ class RowArena:
         self.relocated = 0
 
     def nbytes(self) -> int:
-        return (int(self.chunk_sizes.sum()) * FEATURE_BYTES
+        """Bytes held: the chunks (their free room too), the spare, the slots."""
+        spare = 0 if self._spare is None else len(self._spare[0])
+        return ((int(self.chunk_sizes.sum()) + spare) * FEATURE_BYTES
                 + len(self.positions) * SLOT_BYTES)
 
     def chunks(self) -> int:
