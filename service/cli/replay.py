@@ -38,7 +38,9 @@ def add_connection_arguments(p: argparse.ArgumentParser, url_required: bool = Tr
                    help="bearer key (default: $CTR_API_KEY)")
     g.add_argument("--batch-size", type=int, default=1000, help="events per request")
     g.add_argument("--concurrency", type=int, default=4,
-                   help="requests in flight, one connection each (1: exact file order)")
+                   help="requests in flight, one connection each (1: exact file order); "
+                   "a stream of impressions and clicks pipelines them on one connection, "
+                   "in file order")
     g.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
 
 
