@@ -34,6 +34,18 @@ PREFETCH_DEPTH = 4
 RECYCLE = PREFETCH_DEPTH + 3
 
 
+def put_unless_stopped(q: queue.Queue[object], item: object, stop: threading.Event) -> bool:
+    """Put ``item`` in a bounded queue, waiting for room unless ``stop`` is set (a consumer
+    that went away never takes it); returns whether it was put."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def prefetch(batches: Iterable[Batch], depth: int = PREFETCH_DEPTH) -> Iterator[Batch]:
     """Iterate ``batches`` produced by a background thread, ``depth`` batches ahead."""
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
@@ -42,23 +54,12 @@ def prefetch(batches: Iterable[Batch], depth: int = PREFETCH_DEPTH) -> Iterator[
     def produce() -> None:
         try:
             for batch in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put_unless_stopped(q, batch, stop):
                     return
             item: object = _DONE
         except BaseException as exc:  # handed to the consumer, which re-raises it
             item = exc
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put_unless_stopped(q, item, stop)
 
     thread = threading.Thread(target=produce, name="ctr-reader", daemon=True)
     thread.start()

@@ -27,6 +27,7 @@ import msgspec
 
 from clients import CTRConnectionError, CTRError
 from clients.exceptions import error_for_status
+from ftrl_core.trainer import put_unless_stopped
 
 T = TypeVar("T")
 #: the end of the requests (the writer's last item)
@@ -151,23 +152,14 @@ class Pipeline(Generic[T]):
                failed: list[BaseException]) -> None:
         try:
             for path, body, tag in requests:
-                _put(sent, (path, tag), stop)  # waits while ``depth`` are unanswered
-                if stop.is_set():
+                # waits while ``depth`` are unanswered
+                if not put_unless_stopped(sent, (path, tag), stop):
                     return
                 sock.sendall(self._frame(path, body))
-            _put(sent, _DONE, stop)
+            put_unless_stopped(sent, _DONE, stop)
         except BaseException as exc:  # handed to the reader, which raises it
             failed.append(exc)
             stop.set()
-
-
-def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return
-        except queue.Full:
-            continue
 
 
 def _get(q: queue.Queue[Any], stop: threading.Event, failed: list[BaseException]) -> Any:
