@@ -27,10 +27,13 @@ A click joins a pending impression when its time is within the window (a click a
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import sys
 from collections import deque
+from itertools import repeat
+from operator import itemgetter
 from typing import Final
 
 import numpy as np
@@ -78,53 +81,75 @@ SLOT: Final = 5
 
 class CloseQueue:
     """``(close_at, seq, key)`` entries, smallest first: what a heap of them gives, at the
-    cost of a deque when entries come in order (impressions of one window, their ``ts``
+    cost of a list when entries come in order (impressions of one window, their ``ts``
     rising). An entry not below the last in order is appended to the run; others go to a
     heap; the smallest is the smaller of the two heads. Entries are unique (``seq``), so
-    the order is exactly a single heap's."""
+    the order is exactly a single heap's. The run is a list read from ``head`` (not a
+    deque): a sorted list can be cut at a time with one ``bisect`` (``take_below``)."""
 
-    __slots__ = ("heap", "run")
+    __slots__ = ("head", "heap", "run")
 
     def __init__(self) -> None:
-        self.run: deque[tuple[float, int, int]] = deque()
+        self.run: list[tuple[float, int, int]] = []
+        self.head = 0
         self.heap: list[tuple[float, int, int]] = []
 
     def __bool__(self) -> bool:
-        return bool(self.run) or bool(self.heap)
+        return self.head < len(self.run) or bool(self.heap)
 
     def __len__(self) -> int:
-        return len(self.run) + len(self.heap)
+        return len(self.run) - self.head + len(self.heap)
 
     def push(self, entry: tuple[float, int, int]) -> None:
         run = self.run
-        if not run or run[-1] < entry:
+        if len(run) == self.head or run[-1] < entry:
             run.append(entry)
         else:
             heapq.heappush(self.heap, entry)
 
     def top(self) -> tuple[float, int, int] | None:
         """The smallest entry (closed or not), None when empty."""
-        run, heap = self.run, self.heap
-        if run:
-            if heap and heap[0] < run[0]:
+        run, heap, head = self.run, self.heap, self.head
+        if head < len(run):
+            if heap and heap[0] < run[head]:
                 return heap[0]
-            return run[0]
+            return run[head]
         return heap[0] if heap else None
 
     def pop(self) -> None:
         """Drop the smallest entry."""
-        run, heap = self.run, self.heap
-        if run and not (heap and heap[0] < run[0]):
-            run.popleft()
+        run, heap, head = self.run, self.heap, self.head
+        if head < len(run) and not (heap and heap[0] < run[head]):
+            self._drop_run(head + 1)
         else:
             heapq.heappop(heap)
 
+    def take_below(self, bound: float) -> list[tuple[float, int, int]]:
+        """Remove and return, in order, the run's entries whose ``close_at`` is below
+        ``bound`` (with an empty heap: every such entry)."""
+        head = self.head
+        end = bisect.bisect_left(self.run, (bound,), head)
+        taken = self.run[head:end]
+        self._drop_run(end)
+        return taken
+
+    def _drop_run(self, head: int) -> None:
+        """Entries before ``head`` have left; the list is cut once they are most of it."""
+        if head >= 1024 and 2 * head >= len(self.run):
+            del self.run[:head]
+            head = 0
+        self.head = head
+
     def live(self, pending: dict[int, Pending]) -> tuple[float, int, int] | None:
         """The smallest entry of an impression still pending; closed ones surfacing are
-        dropped."""
+        dropped (an entry is its impression's while the id's pending ``SEQ`` is its own:
+        an id closed, forgotten and shown again has a new one)."""
         while True:
             top = self.top()
-            if top is None or top[2] in pending:
+            if top is None:
+                return None
+            imp = pending.get(top[2])
+            if imp is not None and imp[SEQ] == top[1]:
                 return top
             self.pop()
 
@@ -192,10 +217,12 @@ class JoinState:
         #: an event-time impression came in past its window: the next event closes it
         self._stale = False
         self.seq = 0
-        #: the last ``CLOSED_KEPT`` ids closed, and their order (a dict and a deque: an
-        #: OrderedDict cost twice as much a close)
+        #: the last ``CLOSED_KEPT`` ids closed, and their order from ``_closed_head`` (a
+        #: dict and a list: an OrderedDict cost twice as much a close, and a dict's first
+        #: key is slow to find once many were deleted)
         self.closed: dict[int, None] = {}
-        self._closed_order: deque[int] = deque()
+        self._closed_order: list[int] = []
+        self._closed_head = 0
         self.counts = dict.fromkeys(COUNTERS, 0)
         #: requests applied (not kept in checkpoints): a checkpoint is due when it moved
         self.changes = 0
@@ -228,7 +255,6 @@ class JoinState:
         window, fnw, bounded = self.window, self.policy == "fnw", self.max_pending
         counts["impressions"] += len(keys)
         by_event, by_arrival = self._by_event, self._by_arrival
-        ev_run, ev_heap = by_event.run, by_event.heap
         seq = self.seq
         duplicated: list[int] = []
         learn_slots, learn_labels, learn_weights = out.slots, out.labels, out.weights
@@ -241,12 +267,7 @@ class JoinState:
             # only a watermark that moves, or an impression that came in already past its
             # window, can close anything (skipping the call is most of an event's cost)
             elif event_time and (when > self.watermark or self._stale):
-                # the smallest close time pending or not (``CloseQueue.top``, inline)
-                top: tuple[float, int, int] | None
-                if ev_run:
-                    top = ev_heap[0] if ev_heap and ev_heap[0] < ev_run[0] else ev_run[0]
-                else:
-                    top = ev_heap[0] if ev_heap else None
+                top = by_event.top()  # the smallest close time, pending or not
                 if self._stale or (top is not None and top[0] < when):
                     self._advance(when, self.clock, out)
                 else:  # the watermark moves, and closes nothing
@@ -262,10 +283,7 @@ class JoinState:
             pending[key] = (when, close_at, seq, event_time, -1.0, slot)
             entry = (close_at, seq, key)
             if event_time:
-                if not ev_run or ev_run[-1] < entry:  # ``CloseQueue.push``, inline
-                    ev_run.append(entry)
-                else:
-                    heapq.heappush(ev_heap, entry)
+                by_event.push(entry)
                 if close_at < self.watermark:
                     self._stale = True
             else:
@@ -300,9 +318,17 @@ class JoinState:
         """``impressions`` of a request ``_in_order`` accepts (memory store, unbounded)."""
         if ts[-1] > self.watermark or self._stale:
             self._advance(ts[-1], self.clock, out)
-        pending, closed, counts = self.pending, self.closed, self.counts
-        window, fnw = self.window, self.policy == "fnw"
-        run, heap = self._by_event.run, self._by_event.heap
+        pending, closed, by_event = self.pending, self.closed, self._by_event
+        run = by_event.run
+        n = len(keys)
+        first = (ts[0] + self.window, self.seq, keys[0])
+        if (len(run) == by_event.head or run[-1] < first) and pending.keys().isdisjoint(keys) \
+                and closed.keys().isdisjoint(keys) and len(set(keys)) == n:
+            # every one new, and each entry above the last: what the loop below does,
+            # each step done for the whole request at once (dict, list and zip in C)
+            self._add_run(keys, ts, slots, out)
+            return [True] * n
+        window, fnw, counts = self.window, self.policy == "fnw", self.counts
         seq = self.seq
         added = []
         duplicated: list[int] = []
@@ -313,15 +339,11 @@ class JoinState:
                 continue
             close_at = t + window
             pending[key] = (t, close_at, seq, True, -1.0, slot)
-            entry = (close_at, seq, key)
-            if not run or run[-1] < entry:  # ``CloseQueue.push``, inline
-                run.append(entry)
-            else:
-                heapq.heappush(heap, entry)
+            by_event.push((close_at, seq, key))
             seq += 1
             added.append(True)
         new = seq - self.seq
-        counts["impressions"] += len(keys)
+        counts["impressions"] += n
         counts["duplicates"] += len(duplicated)
         if fnw:  # each learned at once as a (maybe fake) negative
             out.slots.extend(s for s, a in zip(slots, added, strict=True) if a)
@@ -331,6 +353,26 @@ class JoinState:
         self.seq = seq
         self.arena.release(duplicated)
         return added
+
+    def _add_run(self, keys: list[int], ts: list[float], slots: list[int], out: ToLearn
+                 ) -> None:
+        """Add new impressions, in ``ts`` order, whose entries all go at the end of the run."""
+        n, seq, window = len(keys), self.seq, self.window
+        close = [t + window for t in ts]
+        seqs = range(seq, seq + n)
+        # (not strict: ``repeat`` never ends; ``ts``, ``close``, ``seqs`` and ``slots`` are
+        # the same length, as ``keys``, the outer zip checks)
+        self.pending.update(zip(keys, zip(ts, close, seqs, repeat(True), repeat(-1.0),
+                                          slots, strict=False), strict=True))
+        self._by_event.run.extend(zip(close, seqs, keys, strict=True))
+        counts = self.counts
+        counts["impressions"] += n
+        if self.policy == "fnw":  # each learned at once as a (maybe fake) negative
+            out.slots.extend(slots)
+            out.labels.extend([0.0] * n)
+            out.weights.extend([FNW_WEIGHT] * n)
+            counts["learned_negatives"] += n
+        self.seq = seq + n
 
     def feedback(self, keys: list[int], ts: list[float | None], labels: list[int],
                  at: float) -> ToLearn:
@@ -456,64 +498,31 @@ class JoinState:
 
     def _expire(self, watermark: float, out: ToLearn) -> None:
         """What ``_advance`` does when only the watermark closes impressions: ``_close``
-        (``expired``) of each one whose ``close_at`` it passed, in order, inline."""
-        run, heap = self._by_event.run, self._by_event.heap
-        pending = self.pending
-        wait, rate = self.policy == "wait", self.negative_rate
-        slots, labels, weights = out.slots, out.labels, out.weights
-        freed: list[int] = []
-        gone: list[int] = []
-        expired = positives = negatives = dropped = 0
-        while True:
-            if run:
-                in_heap = bool(heap) and heap[0] < run[0]
-                top = heap[0] if in_heap else run[0]
-            elif heap:
-                in_heap = True
-                top = heap[0]
-            else:
-                break
-            key = top[2]
-            imp = pending.get(key)
-            if imp is not None and top[0] >= watermark:
-                break
-            if in_heap:
-                heapq.heappop(heap)
-            else:
-                run.popleft()
-            if imp is None:  # closed already
-                continue
-            del pending[key]
-            slot = imp[SLOT]
-            freed.append(slot)
-            gone.append(key)
-            expired += 1
-            if not wait:
-                continue  # fnw learned the impression when it came, its click when it came
-            if imp[CLICKED] >= 0:
-                slots.append(slot)
-                labels.append(1.0)
-                weights.append(1.0)
-                positives += 1
-            elif rate >= 1.0:
-                slots.append(slot)
-                labels.append(0.0)
-                weights.append(1.0)
-                negatives += 1
-            elif coin(key) < rate:
-                slots.append(slot)
-                labels.append(0.0)
-                weights.append(subsampled_weight(rate))
-                negatives += 1
-            else:
-                dropped += 1
-        self.arena.release(freed)
-        self._remember_closed(gone)
-        counts = self.counts
-        counts["expired"] += expired
-        counts["learned_positives"] += positives
-        counts["learned_negatives"] += negatives
-        counts["negatives_dropped"] += dropped
+        (``expired``) of each one whose ``close_at`` it passed, in order, all at once."""
+        by_event, pending = self._by_event, self.pending
+        keys: list[int]
+        imps: list[Pending]
+        if not by_event.heap:  # in order: one cut of the run
+            entries = by_event.take_below(watermark)
+            keys = list(map(itemgetter(2), entries))
+            found = list(map(pending.get, keys))
+            seqs = list(map(itemgetter(1), entries))
+            if None in found or list(map(itemgetter(SEQ), found)) != seqs:
+                # some closed already (a label 0, --max-pending; their ids maybe shown
+                # again since, under a new SEQ): left out
+                live = [(k, imp) for k, seq, imp in zip(keys, seqs, found, strict=True)
+                        if imp is not None and imp[SEQ] == seq]
+                keys, found = [k for k, _ in live], [imp for _, imp in live]
+            imps = found  # type: ignore[assignment]
+            deque(map(pending.__delitem__, keys), maxlen=0)  # in C
+        else:
+            keys, imps = [], []
+            while (top := by_event.live(pending)) is not None and top[0] < watermark:
+                by_event.pop()
+                keys.append(top[2])
+                imps.append(pending.pop(top[2]))
+        if keys:
+            self._closed(keys, imps, out, "expired")  # type: ignore[arg-type]
 
     def _oldest(self) -> int:
         arrivals = self._arrivals
@@ -525,32 +534,54 @@ class JoinState:
             arrivals.popleft()
 
     def _close(self, key: int, out: ToLearn, why: str) -> None:
-        imp = self.pending.pop(key)
-        slot = imp[SLOT]
-        self.arena.release([slot])
+        self._closed([key], [self.pending.pop(key)], out, why)
+
+    def _closed(self, keys: list[int], imps: list[Pending], out: ToLearn, why: str) -> None:
+        """Impressions just taken out of ``pending``, in closing order: count them as
+        ``why``, free their rows (readable until the next add) and, with ``wait``, learn
+        them: label 1 if a click joined, else 0 (a negative kept with probability
+        ``negative_rate``, weighted 1/rate)."""
+        slots = list(map(itemgetter(SLOT), imps))
+        self.arena.release(slots)
+        self._remember_closed(keys)
         counts = self.counts
-        counts[why] += 1
-        self._remember_closed([key])
+        counts[why] += len(keys)
         if self.policy != "wait":
             return  # fnw learned the impression when it came, and its click when it came
-        if imp[CLICKED] >= 0:
-            out.add(slot, 1.0, 1.0)
-            counts["learned_positives"] += 1
-        elif self.negative_rate >= 1.0:
-            out.add(slot, 0.0, 1.0)
-            counts["learned_negatives"] += 1
-        elif coin(key) < self.negative_rate:
-            out.add(slot, 0.0, subsampled_weight(self.negative_rate))
-            self.counts["learned_negatives"] += 1
-        else:
-            self.counts["negatives_dropped"] += 1
+        labels = [1.0 if imp[CLICKED] >= 0 else 0.0 for imp in imps]
+        positives = int(sum(labels))
+        rate = self.negative_rate
+        if rate >= 1.0:
+            out.slots.extend(slots)
+            out.labels.extend(labels)
+            out.weights.extend([1.0] * len(slots))
+            counts["learned_positives"] += positives
+            counts["learned_negatives"] += len(slots) - positives
+            return
+        weight = subsampled_weight(rate)
+        for key, slot, label in zip(keys, slots, labels, strict=True):
+            if label:
+                out.add(slot, 1.0, 1.0)
+                counts["learned_positives"] += 1
+            elif coin(key) < rate:
+                out.add(slot, 0.0, weight)
+                counts["learned_negatives"] += 1
+            else:
+                counts["negatives_dropped"] += 1
 
     def _remember_closed(self, keys: list[int]) -> None:
         closed, order = self.closed, self._closed_order
-        closed.update(dict.fromkeys(keys))
+        closed.update(zip(keys, repeat(None)))
         order.extend(keys)
-        for _ in range(len(closed) - CLOSED_KEPT):
-            del closed[order.popleft()]
+        over = len(closed) - CLOSED_KEPT
+        if over > 0:  # forget the oldest
+            head = self._closed_head
+            deque(map(closed.__delitem__, order[head:head + over]), maxlen=0)  # in C
+            head += over
+            if head >= CLOSED_KEPT:
+                del order[:head]
+                head = 0
+            self._closed_head = head
 
     # -- reading and persistence -----------------------------------------------------------
 
@@ -625,7 +656,8 @@ class JoinState:
                 queue.push(entry)
         kept = [int(k) for k in arrays["closed"].tolist()]
         self.closed = dict.fromkeys(kept)
-        self._closed_order = deque(kept)
+        self._closed_order = kept
+        self._closed_head = 0
         if self.max_pending:
             self._arrivals = deque(sorted((p[SEQ], k) for k, p in self.pending.items()))
         clocks = [float(x) for x in arrays["clocks"]]
