@@ -22,7 +22,8 @@ impressions + clicks) per second in process, for wait and fnw; bytes per pending
 at the most pending in the wait run. ``--http``: also the events per second of a real
 ``ctr serve`` (one worker, memory store, no data directory) fed by ``ctr replay`` at its
 default (requests pipelined on one connection, file order kept): the median of
-``--http-repeats`` fresh servers, and one run one request at a time for reference.
+``--http-repeats`` fresh servers, and one run one request at a time for reference
+(``--http-streams``: file order, the slices or both).
 ``--slice S``: also the rates of the stream micro-batched per S seconds of event time
 (file order makes requests of ~7 events: impressions and clicks alternate; ``--slice 20``
 at ``--rate 50``: ~544 events a request, 1,000 impressions then their slice's clicks, as a
@@ -297,6 +298,9 @@ def main() -> None:
     ap.add_argument("--http", action="store_true", help="also time a real server")
     ap.add_argument("--http-repeats", type=int, default=3,
                     help="fresh servers a stream and policy (pipelined replay)")
+    ap.add_argument("--http-streams", choices=("both", "slices", "file"), default="both",
+                    help="which streams --http times (the whole syn1m stream in file "
+                         "order is ~6 minutes of small requests)")
     ap.add_argument("--slice", type=float, default=0.0,
                     help="also time the stream sent in slices of this many seconds of "
                          "event time (impressions, then clicks, of each slice)")
@@ -361,7 +365,8 @@ def main() -> None:
     if args.http:
         # ``ctr replay``'s default: requests pipelined on one connection (order kept), so
         # the server is what is timed; once one at a time too, for reference
-        for name, stream in streams:
+        timed = {"both": streams, "slices": streams[1:], "file": streams[:1]}[args.http_streams]
+        for name, stream in timed:
             for policy in ("wait", "fnw"):
                 runs = [http_rate(stream, args.window, policy, args.batch, 4)
                         for _ in range(args.http_repeats)]
