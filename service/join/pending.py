@@ -34,7 +34,7 @@ import sys
 from collections import deque
 from itertools import repeat
 from operator import itemgetter
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 
@@ -507,13 +507,13 @@ class JoinState:
             keys = list(map(itemgetter(2), entries))
             found = list(map(pending.get, keys))
             seqs = list(map(itemgetter(1), entries))
-            if None in found or list(map(itemgetter(SEQ), found)) != seqs:
+            if None in found or list(map(itemgetter(SEQ), cast("list[Pending]", found))) != seqs:
                 # some closed already (a label 0, --max-pending; their ids maybe shown
                 # again since, under a new SEQ): left out
                 live = [(k, imp) for k, seq, imp in zip(keys, seqs, found, strict=True)
                         if imp is not None and imp[SEQ] == seq]
                 keys, found = [k for k, _ in live], [imp for _, imp in live]
-            imps = found  # type: ignore[assignment]
+            imps = cast("list[Pending]", found)  # no None left
             deque(map(pending.__delitem__, keys), maxlen=0)  # in C
         else:
             keys, imps = [], []
@@ -522,7 +522,7 @@ class JoinState:
                 keys.append(top[2])
                 imps.append(pending.pop(top[2]))
         if keys:
-            self._closed(keys, imps, out, "expired")  # type: ignore[arg-type]
+            self._closed(keys, imps, out, "expired")
 
     def _oldest(self) -> int:
         arrivals = self._arrivals
