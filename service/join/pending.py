@@ -100,10 +100,13 @@ class CloseQueue:
     def __len__(self) -> int:
         return len(self.run) - self.head + len(self.heap)
 
+    def ends_run(self, entry: tuple[float, int, int]) -> bool:
+        """Whether ``entry`` goes at the end of the run (else into the heap)."""
+        return len(self.run) == self.head or self.run[-1] < entry
+
     def push(self, entry: tuple[float, int, int]) -> None:
-        run = self.run
-        if len(run) == self.head or run[-1] < entry:
-            run.append(entry)
+        if self.ends_run(entry):
+            self.run.append(entry)
         else:
             heapq.heappush(self.heap, entry)
 
@@ -319,11 +322,10 @@ class JoinState:
         if ts[-1] > self.watermark or self._stale:
             self._advance(ts[-1], self.clock, out)
         pending, closed, by_event = self.pending, self.closed, self._by_event
-        run = by_event.run
         n = len(keys)
-        first = (ts[0] + self.window, self.seq, keys[0])
-        if (len(run) == by_event.head or run[-1] < first) and pending.keys().isdisjoint(keys) \
-                and closed.keys().isdisjoint(keys) and len(set(keys)) == n:
+        if by_event.ends_run((ts[0] + self.window, self.seq, keys[0])) \
+                and pending.keys().isdisjoint(keys) and closed.keys().isdisjoint(keys) \
+                and len(set(keys)) == n:
             # every one new, and each entry above the last: what the loop below does,
             # each step done for the whole request at once (dict, list and zip in C)
             self._add_run(keys, ts, slots, out)
@@ -342,14 +344,10 @@ class JoinState:
             by_event.push((close_at, seq, key))
             seq += 1
             added.append(True)
-        new = seq - self.seq
         counts["impressions"] += n
         counts["duplicates"] += len(duplicated)
-        if fnw:  # each learned at once as a (maybe fake) negative
-            out.slots.extend(s for s, a in zip(slots, added, strict=True) if a)
-            out.labels.extend([0.0] * new)
-            out.weights.extend([FNW_WEIGHT] * new)
-            counts["learned_negatives"] += new
+        if fnw:
+            self._learn_shown([s for s, a in zip(slots, added, strict=True) if a], out)
         self.seq = seq
         self.arena.release(duplicated)
         return added
@@ -365,14 +363,17 @@ class JoinState:
         self.pending.update(zip(keys, zip(ts, close, seqs, repeat(True), repeat(-1.0),
                                           slots, strict=False), strict=True))
         self._by_event.run.extend(zip(close, seqs, keys, strict=True))
-        counts = self.counts
-        counts["impressions"] += n
-        if self.policy == "fnw":  # each learned at once as a (maybe fake) negative
-            out.slots.extend(slots)
-            out.labels.extend([0.0] * n)
-            out.weights.extend([FNW_WEIGHT] * n)
-            counts["learned_negatives"] += n
+        self.counts["impressions"] += n
+        if self.policy == "fnw":
+            self._learn_shown(slots, out)
         self.seq = seq + n
+
+    def _learn_shown(self, slots: list[int], out: ToLearn) -> None:
+        """fnw: new impressions, learned at once as (maybe fake) negatives."""
+        out.slots.extend(slots)
+        out.labels.extend([0.0] * len(slots))
+        out.weights.extend([FNW_WEIGHT] * len(slots))
+        self.counts["learned_negatives"] += len(slots)
 
     def feedback(self, keys: list[int], ts: list[float | None], labels: list[int],
                  at: float) -> ToLearn:
