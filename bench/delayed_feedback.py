@@ -310,6 +310,8 @@ def main() -> None:
     ap.add_argument("--cpu", action="store_true",
                     help="time the in-process runs by the thread's CPU time (not HTTP's)")
     args = ap.parse_args()
+    if args.http and args.http_streams == "slices" and not args.slice:
+        ap.error("--http-streams slices needs --slice S")
     if args.cpu:
         global CLOCK
         CLOCK = time.thread_time
