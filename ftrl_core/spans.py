@@ -251,14 +251,15 @@ class RowArena:
             return
         where = np.array(slots, dtype=np.int64)
         lengths = self.lengths[where]
-        self.live -= int(lengths.sum())
+        total = int(lengths.sum())
+        self.live -= total
         self.used[where] = False
         self.free.extend(slots)
         chunks = self.positions[where] >> SHIFT
         first = int(chunks[0])
         if (chunks == first).all():  # one chunk: the usual case
             touched = [first]
-            self.chunk_live[first] -= int(lengths.sum())
+            self.chunk_live[first] -= total
         else:  # (``np.subtract.at`` costs 50 ns an item; counts in a float64 are exact)
             by_chunk = np.bincount(chunks, weights=lengths, minlength=len(self.chunk_live))
             self.chunk_live -= by_chunk.astype(np.int64)

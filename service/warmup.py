@@ -62,7 +62,7 @@ def warm_up_join(model: Model) -> None:
         batch = parse_event_array(raw, fmt, require_label=False, ignore_label=True).batch
         plain_keys(batch)
         impression_times(raw, batch.rows, [], batch)
-        arena = RowArena()
-        arena.gather(arena.add(Rows(batch.indptr, batch.keys, batch.fields, batch.values,
-                                    range(batch.rows))))
+    arena = RowArena()  # (the rows' types are the same from bytes and from a bytearray)
+    arena.gather(arena.add(Rows(batch.indptr, batch.keys, batch.fields, batch.values,
+                                range(batch.rows))))
     id_keys(["warm-1"])
