@@ -29,7 +29,7 @@ import numpy as np
 from ._jit import inline_kernel, kernel
 from .fieldcounts import ADMITTED, EVICTED, REFUSED
 from .hashing import key_field, mix64
-from .table import delete_slot, find_slot, prefetch_key
+from .table import delete_slot, find_slot, prefetch_next_row
 
 BIAS_FIELD = 0
 #: probes per key in the counting filter
@@ -101,9 +101,7 @@ def gate(words: np.ndarray, stride: int, capacity: int, meta: np.ndarray, indptr
     nl = 0
     for r in range(indptr.size - 1):
         now = now0 + per_row * r
-        if r + 1 < indptr.size - 1:  # start loading the next row's slots (as learn does)
-            for j in range(indptr[r + 1], indptr[r + 2]):
-                prefetch_key(words, stride, capacity, keys[j])
+        prefetch_next_row(words, stride, capacity, indptr, keys, r)
         for j in range(indptr[r], indptr[r + 1]):
             key = keys[j]
             s = find_slot(words, stride, capacity, key)

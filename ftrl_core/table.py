@@ -73,6 +73,17 @@ def prefetch_key(words: np.ndarray, stride: int, capacity: int, key: np.uint64) 
 
 
 @inline_kernel
+def prefetch_next_row(words: np.ndarray, stride: int, capacity: int, indptr: np.ndarray,
+                      keys: np.ndarray, r: int) -> None:
+    """``prefetch_key`` of every key of row ``r + 1``, if there is one: called at the start
+    of row ``r``, the next row's cache misses overlap this row's work (a kernel that looks
+    keys up row by row waits on one miss after another otherwise: predicting twice as slow)."""
+    if r + 2 < indptr.size:
+        for j in range(indptr[r + 1], indptr[r + 2]):
+            prefetch_key(words, stride, capacity, keys[j])
+
+
+@inline_kernel
 def find_slot(words: np.ndarray, stride: int, capacity: int, key: np.uint64) -> int:
     """Slot holding ``key``, or -1."""
     s = home_slot(key, capacity)

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._jit import inline_kernel, kernel
-from ..table import find_or_insert, find_slot
+from ..table import find_or_insert, find_slot, prefetch_next_row
 from .base import Optimizer
 from .ftrl import sigmoid
 
@@ -102,6 +102,7 @@ def fobos_learn(
         if meta[0] + (b - a) > meta[1]:  # the table is full: grow, then resume here
             meta[2] = r
             return n_new
+        prefetch_next_row(words, stride, capacity, indptr, keys, r)
         t = counters[0] + 1.0
         clock = counters[1]
         margin = base[r]
@@ -166,6 +167,7 @@ def fobos_predict(
     clock = counters[1]
     state = words.view(np.float64)
     for r in range(indptr.size - 1):
+        prefetch_next_row(words, stride, capacity, indptr, keys, r)
         margin = base[r]
         u = 0.0
         for j in range(indptr[r], indptr[r + 1]):

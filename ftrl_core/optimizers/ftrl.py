@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._jit import inline_kernel, kernel
-from ..table import find_or_insert, find_slot, prefetch_key
+from ..table import find_or_insert, find_slot, prefetch_next_row
 from .base import Optimizer
 
 MARGIN_CLIP = 35.0
@@ -64,9 +64,7 @@ def ftrl_learn(words, stride, capacity, meta, indptr, keys, fields, values, labe
         if meta[0] + (b - a) > meta[1]:  # the table is full: grow, then resume here
             meta[2] = r
             return n_new
-        if r + 2 < indptr.size:
-            for j in range(b, indptr[r + 2]):
-                prefetch_key(words, stride, capacity, keys[j])
+        prefetch_next_row(words, stride, capacity, indptr, keys, r)
         margin = base[r]
         for j in range(a, b):
             s = find_or_insert(words, stride, capacity, keys[j], meta)
@@ -103,6 +101,7 @@ def ftrl_predict(words, stride, capacity, indptr, keys, fields, values, base, hy
     beta = hyper[1]
     state = words.view(np.float32)
     for r in range(indptr.size - 1):
+        prefetch_next_row(words, stride, capacity, indptr, keys, r)
         margin = base[r]
         u = 0.0
         for j in range(indptr[r], indptr[r + 1]):

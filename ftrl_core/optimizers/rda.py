@@ -30,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._jit import inline_kernel, kernel
-from ..table import find_or_insert, find_slot
+from ..table import find_or_insert, find_slot, prefetch_next_row
 from .base import BIAS_FIELD, Optimizer
 from .ftrl import sigmoid
 
@@ -83,6 +83,7 @@ def rda_learn(
         if meta[0] + (b - a) > meta[1]:  # the table is full: grow, then resume here
             meta[2] = r
             return n_new
+        prefetch_next_row(words, stride, capacity, indptr, keys, r)
         steps = counters[0]
         margin = base[r]
         for j in range(a, b):
@@ -131,6 +132,7 @@ def rda_predict(
     next_rate = 1.0 / (gamma * math.sqrt(steps + 1.0))
     state = words.view(np.float64)
     for r in range(indptr.size - 1):
+        prefetch_next_row(words, stride, capacity, indptr, keys, r)
         margin = base[r]
         u = 0.0
         for j in range(indptr[r], indptr[r + 1]):

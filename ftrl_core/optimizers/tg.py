@@ -35,7 +35,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._jit import inline_kernel, kernel
-from ..table import find_or_insert, find_slot
+from ..table import find_or_insert, find_slot, prefetch_next_row
 from .fobos import ADAPTIVE, ScheduledRate, coordinate_rate, pending_shrink, soft_threshold
 from .ftrl import sigmoid
 
@@ -88,6 +88,7 @@ def tg_learn(
         if meta[0] + (b - a) > meta[1]:  # the table is full: grow, then resume here
             meta[2] = r
             return n_new
+        prefetch_next_row(words, stride, capacity, indptr, keys, r)
         t = counters[0] + 1.0
         clock = counters[1]
         margin = base[r]
@@ -160,6 +161,7 @@ def tg_predict(
     clock = counters[1]
     state = words.view(np.float64)
     for r in range(indptr.size - 1):
+        prefetch_next_row(words, stride, capacity, indptr, keys, r)
         margin = base[r]
         u = 0.0
         for j in range(indptr[r], indptr[r + 1]):
