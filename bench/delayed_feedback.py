@@ -27,7 +27,10 @@ default (requests pipelined on one connection, file order kept): the median of
 ``--slice S``: also the rates of the stream micro-batched per S seconds of event time
 (file order makes requests of ~7 events: impressions and clicks alternate; ``--slice 20``
 at ``--rate 50``: ~544 events a request, 1,000 impressions then their slice's clicks, as a
-batching producer sends them). ``--cpu``: the in-process rates by the thread's CPU time.
+batching producer sends them), each with the seconds of its stages: the pending store
+(``JoinState``'s calls, adding rows to the arena included), scoring the impressions,
+learning, and the rest (parsing, mostly). ``--cpu``: the in-process rates by the thread's
+CPU time.
 
 ``--negative-rate R [R ...]`` (e.g. ``1 0.3 0.1``): also ``wait`` with negatives subsampled
 at each rate (kept by a hash of the id, learned with weight 1/R): the rows learned, the
@@ -162,25 +165,43 @@ def joining(options: LearnerOptions, window: float, policy: str,
                                        negative_rate=negative_rate))
 
 
-class LearnTimer:
-    """Wraps a ``Joining``'s ``_learn`` to add up the seconds spent learning."""
+class Stages:
+    """Seconds (``CLOCK``) a ``Joining`` spends in each stage: a stage is methods of an
+    object, wrapped in place. A call made inside another timed call counts for the outer
+    one only (``fnw`` scores a click's row itself when it learns it: that is learning)."""
 
-    def __init__(self, j: Joining) -> None:
-        self.seconds = 0.0
-        self._learn = j._learn
-        j._learn = self  # type: ignore[method-assign]
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._depth = 0
 
-    def __call__(self, todo: Any, seq: int = 0, scored: Any = None) -> None:
-        start = CLOCK()
-        self._learn(todo, seq, scored)
-        self.seconds += CLOCK() - start
+    def wrap(self, stage: str, obj: Any, *names: str) -> None:
+        self.seconds.setdefault(stage, 0.0)
+        for name in names:
+            setattr(obj, name, self._timed(stage, getattr(obj, name)))
+
+    def _timed(self, stage: str, fn: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return fn(*args, **kwargs)
+            self._depth += 1
+            start = CLOCK()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[stage] += CLOCK() - start
+                self._depth -= 1
+        return timed
 
 
 def run_join(reqs: list[tuple[bool, bytes, int]], options: LearnerOptions, window: float,
              policy: str, negative_rate: float = 1.0
              ) -> tuple[list[str], np.ndarray, float, Joining]:
     j = joining(options, window, policy, negative_rate)
-    j.timer = LearnTimer(j)  # type: ignore[attr-defined]
+    stages = Stages()
+    stages.wrap("pending store", j.state, "impressions", "feedback")
+    stages.wrap("scoring", j.training.model, "predict")
+    stages.wrap("learning", j, "_learn")
+    j.stages = stages  # type: ignore[attr-defined]
     ids: list[str] = []
     ps: list[np.ndarray] = []
     fmt = j.training.fields.format
@@ -270,7 +291,8 @@ def negative_rates(reqs: list[tuple[bool, bytes, int]], options: LearnerOptions,
         yk = np.array([1.0 if i in known else 0.0 for i in ids[first:]])
         after = p[first:]
         m = {"negative_rate": r, "rows_learned": j.training.counters.learned,
-             "learn_seconds": j.timer.seconds, "seconds": seconds,  # type: ignore[attr-defined]
+             "learn_seconds": j.stages.seconds["learning"],  # type: ignore[attr-defined]
+             "seconds": seconds,
              "negatives_dropped": j.state.counts["negatives_dropped"],
              "logloss": logloss(y, p), "logloss_after_first_window": logloss(yk, after),
              "calibration_after_first_window": float(after.mean() / yk.mean())}
@@ -345,8 +367,8 @@ def main() -> None:
         y = np.array([1.0 if i in clicked else 0.0 for i in ids])
         m = results["ways"].setdefault(way, {})
         m.update(logloss=logloss(y, p), calibration=float(p.mean() / y.mean()))
-        rate = f"{m['events_per_s']:10.0f}" if "events_per_s" in m else f"{'':>10}"
-        print(f"{way:8} {m['logloss']:9.5f} {m['calibration']:7.3f} {rate}")
+        shown = f"{m['events_per_s']:10.0f}" if "events_per_s" in m else f"{'':>10}"
+        print(f"{way:8} {m['logloss']:9.5f} {m['calibration']:7.3f} {shown}")
     w = results["ways"]["wait"]
     print(f"wait: at most {w['peak_pending']} impressions pending, "
           f"{w['bytes_per_pending']:.0f} bytes each then; joined {w['joined']}, "
@@ -359,28 +381,32 @@ def main() -> None:
         streams.append((f"{args.slice:g} s slices", sliced))
         sreqs, _ = requests_of(sliced, args.batch)
         for policy in ("wait", "fnw"):
-            _, _, seconds, _ = run_join(sreqs, options, args.window, policy)
+            _, _, seconds, sj = run_join(sreqs, options, args.window, policy)
             rate = (n_imps + n_clicks) / seconds
+            parts = dict(sj.stages.seconds)  # type: ignore[attr-defined]
+            parts["the rest (parsing, mostly)"] = seconds - sum(parts.values())
             results["ways"][policy][f"events_per_s_slice{args.slice:g}"] = rate
+            results["ways"][policy][f"stage_seconds_slice{args.slice:g}"] = parts
             print(f"in process ({policy}, {args.slice:g} s slices: {len(sreqs)} requests of "
-                  f"~{(n_imps + n_clicks) / len(sreqs):.0f} events): {rate:.0f} events/s")
+                  f"~{(n_imps + n_clicks) / len(sreqs):.0f} events): {rate:.0f} events/s; "
+                  f"{seconds:.2f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
     if args.http:
         # ``ctr replay``'s default: requests pipelined on one connection (order kept), so
         # the server is what is timed; once one at a time too, for reference
         timed = {"both": streams, "slices": streams[1:], "file": streams[:1]}[args.http_streams]
         for name, stream in timed:
             for policy in ("wait", "fnw"):
-                runs = [http_rate(stream, args.window, policy, args.batch, 4)
-                        for _ in range(args.http_repeats)]
-                rates = sorted(r["events_per_s"] for r in runs)
+                fresh = [http_rate(stream, args.window, policy, args.batch, 4)
+                         for _ in range(args.http_repeats)]
+                rates = sorted(r["events_per_s"] for r in fresh)
                 one = http_rate(stream, args.window, policy, args.batch, 1)
-                h = {"stream": name, "policy": policy, "events": runs[0]["events"],
+                h = {"stream": name, "policy": policy, "events": fresh[0]["events"],
                      "events_per_s": rates[len(rates) // 2], "min": rates[0],
                      "max": rates[-1], "one_at_a_time": one["events_per_s"]}
                 results.setdefault("http", []).append(h)
                 print(f"http ({policy}, {name}, ctr replay, one worker): {h['events']} events;"
                       f" pipelined median {h['events_per_s']:.0f}/s ({h['min']:.0f}-"
-                      f"{h['max']:.0f}, {len(runs)} fresh servers); one request at a time "
+                      f"{h['max']:.0f}, {len(fresh)} fresh servers); one request at a time "
                       f"{h['one_at_a_time']:.0f}/s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
