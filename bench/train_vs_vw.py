@@ -21,9 +21,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from _common import DEFAULT_SHARED, head, run_ctr_train, run_vw
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def startup_seconds(data: str, tmp: Path, repeats: int = 3) -> float:
@@ -33,6 +38,19 @@ def startup_seconds(data: str, tmp: Path, repeats: int = 3) -> float:
                for _ in range(repeats))
 
 
+def best_seconds(prepare: Callable[[], T], run: Callable[[T], R], repeats: int = 3
+                 ) -> tuple[float, R]:
+    """The fastest of ``repeats`` timed calls of ``run`` on what an untimed ``prepare``
+    made, and the last call's result."""
+    best = float("inf")
+    for _ in range(repeats):
+        made = prepare()
+        start = time.perf_counter()
+        result = run(made)
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
 def parse_alone(data: str, threads: int) -> float:
     """Rows/s of reading, parsing and hashing the file (nothing learned), best of 3."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,44 +58,39 @@ def parse_alone(data: str, threads: int) -> float:
     from ftrl_core.readers import FeatureOptions, open_reader
     from ftrl_core.trainer import RECYCLE
 
-    best = float("inf")
-    rows = 0
-    for _ in range(3):
-        reader = open_reader(data, "criteo", FieldRegistry(), FeatureOptions(),
-                             recycle=RECYCLE, threads=threads)
-        start = time.perf_counter()
-        rows = sum(b.rows for b in reader)
-        best = min(best, time.perf_counter() - start)
-    return rows / best
+    seconds, rows = best_seconds(
+        lambda: open_reader(data, "criteo", FieldRegistry(), FeatureOptions(),
+                            recycle=RECYCLE, threads=threads),
+        lambda reader: sum(b.rows for b in reader))
+    return rows / seconds
 
 
 def learner_alone(data: str) -> tuple[float, float, float]:
     """(rows/s, feature updates/s) of FTRL on batches already parsed into memory; then
     rows/s of predicting those batches again with the model learned (a table of the whole
     file's coordinates, 24 MB for syn1m, beyond the per-core caches: what a serving model's
-    lookups meet)."""
+    lookups meet). Each the best of 3."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from ftrl_core.fields import FieldRegistry
     from ftrl_core.optimizers import FTRLProximal
     from ftrl_core.readers import FeatureOptions, open_reader
 
     batches = list(open_reader(data, "criteo", FieldRegistry(), FeatureOptions()))
-    best = float("inf")
-    for _ in range(3):
-        opt = FTRLProximal(alpha=0.2)
-        start = time.perf_counter()
+
+    def learn(opt: FTRLProximal) -> FTRLProximal:
         for b in batches:
             opt.learn(b)
-        best = min(best, time.perf_counter() - start)
-    rows = sum(b.rows for b in batches)
-    nnz = sum(b.nnz for b in batches)
-    predicting = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
+        return opt
+
+    def predict(opt: FTRLProximal) -> None:
         for b in batches:
             opt.predict(b)
-        predicting = min(predicting, time.perf_counter() - start)
-    return rows / best, nnz / best, rows / predicting
+
+    learning, learned = best_seconds(lambda: FTRLProximal(alpha=0.2), learn)
+    predicting, _ = best_seconds(lambda: learned, predict)
+    rows = sum(b.rows for b in batches)
+    nnz = sum(b.nnz for b in batches)
+    return rows / learning, nnz / learning, rows / predicting
 
 
 def main() -> None:
