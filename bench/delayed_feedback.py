@@ -211,8 +211,8 @@ def run_join(reqs: list[tuple[bool, bytes, int]], options: LearnerOptions, windo
         if imp:
             p, _, _, _ = j.impressions(body, None, 0.0)
             ps.append(p)
-            if len(j.state.pending) > peak[0]:
-                peak = (len(j.state.pending), j.state.bytes_held())
+            if j.state.npending > peak[0]:
+                peak = (j.state.npending, j.state.bytes_held())
         else:
             j.feedback(body, None, 0.0)
     seconds = CLOCK() - start

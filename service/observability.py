@@ -69,7 +69,7 @@ def _join_metrics(join: Any) -> Iterator[Metric]:
     for name, key, doc in _JOIN_COUNTERS:
         yield CounterMetricFamily(name, doc, value=join.counts[key])
     yield GaugeMetricFamily("ctr_join_pending", "Impressions waiting for their window to "
-                            "close", value=len(join.pending))
+                            "close", value=join.npending)
     yield GaugeMetricFamily("ctr_join_pending_bytes", "Bytes held by pending impressions",
                             value=join.bytes_held())
 

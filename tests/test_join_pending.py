@@ -13,31 +13,35 @@ import pytest
 
 from ftrl_core.spans import Rows
 from service.join import pending
-from service.join.pending import CloseQueue, JoinState
+from service.join.close_queue import CloseQueue
+from service.join.pending import JoinState
 
 
 def test_close_queue_gives_a_heaps_order_when_cut_at_a_bound() -> None:
     """Entries mostly in order (a run) with some behind (the heap), taken one at a time
     (``pop``) or below a bound (``take_below``, with the heap empty), come out as a single
-    heap of them gives; the run's list is cut as its head moves past most of it."""
+    heap of them gives; the run's arrays shift down as its head moves past most of them."""
     rng = np.random.default_rng(3)
     queue, reference = CloseQueue(), []
+    close_of: dict[int, float] = {}
     seq, t = 0, 0.0
     cuts = 0
     for _ in range(400):
+        head = queue.head
         for _ in range(int(rng.integers(0, 40))):
             t += float(rng.uniform(0, 1))
             close = t - 30.0 if rng.random() < 0.05 else t  # some behind the run's last
             entry = (close, seq, int(rng.integers(0, 1000)))
+            close_of[seq] = close
             seq += 1
             queue.push(entry)
             heapq.heappush(reference, entry)
         assert len(queue) == len(reference) and bool(queue) == bool(reference)
         bound = t - float(rng.uniform(0, 20))
         if not queue.heap:
-            head = queue.head
-            taken = queue.take_below(bound)
-            cuts += queue.head < head
+            seqs, slots = queue.take_below(bound)
+            taken = [(close_of[s], s, slot)
+                     for s, slot in zip(seqs.tolist(), slots.tolist(), strict=True)]
             expected = []
             while reference and reference[0][0] < bound:
                 expected.append(heapq.heappop(reference))
@@ -47,6 +51,7 @@ def test_close_queue_gives_a_heaps_order_when_cut_at_a_bound() -> None:
                 assert top == heapq.heappop(reference)
                 queue.pop()
         assert queue.top() == (reference[0] if reference else None)
+        cuts += queue.head < head
     assert cuts > 0 and seq > 5000
 
 

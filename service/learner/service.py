@@ -391,7 +391,7 @@ class LearnerService:
             if joining is None or not self.ready:
                 continue
             state, marks = joining.state, joining.marks
-            if not (state.changes or state.pending or state.cursor):
+            if not (state.changes or state.npending or state.cursor):
                 continue  # the join is not used here: no traffic to shard 0 for it
             try:
                 assert marks is not None
