@@ -174,3 +174,19 @@ def test_an_id_shown_again_after_it_was_forgotten_closes_at_its_own_time(
     assert 1 in state.pending and 0 not in state.pending
     todo = state.feedback([9], [15.5], [1], at=0.0)
     assert 1 not in state.pending and todo.csr()[1].tolist()[-1] == 1
+
+
+def test_a_click_sees_what_closed_and_was_forgotten_earlier_in_its_own_request(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feedback request looks its ids up at once; an earlier click in it can close
+    impressions (its ``ts`` moves the watermark), and those closes can forget older closed
+    ids: a later click in the same request sees both as they are by then."""
+    monkeypatch.setattr(pending, "CLOSED_KEPT", 2)
+    state = JoinState(10.0, "wait")
+    state.impressions([1, 2, 3], [0.0, 1.0, 2.0], one_feature_rows([1, 2, 3]), at=0.0)
+    state.feedback([1], [0.5], [0], at=0.0)  # 1 closed by its label: remembered
+    assert state.closed == [1]
+    # 9 at 12.5 closes 2 and 3 (close at 11, 12), which forgets 1: then 1 is unknown, 2 late
+    state.feedback([9, 1, 2], [12.5, 12.6, 12.7], [1, 1, 1], at=0.0)
+    assert state.closed == [2, 3]
+    assert (state.counts["unknown"], state.counts["late"]) == (2, 1)

@@ -29,6 +29,7 @@ A click joins a pending impression when its time is within the window (a click a
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from typing import Final
@@ -418,16 +419,19 @@ class JoinState:
         shared = self.shared
         if not shared:
             self._arrive(at, out)
-        for key, t, label in zip(keys, ts, labels, strict=True):
+        # the ids looked up at once (a call a click cost more than the rest of its work);
+        # ``_click`` checks what closed since
+        found = self.ids.get_many(np.array(keys, dtype=np.uint64)).tolist()
+        for key, t, label, value in zip(keys, ts, labels, found, strict=True):
             if shared:
                 if t is not None and t > self.seen:
                     self.seen = t
             elif t is not None and (t > self.watermark or self._stale):
                 self._advance(t, self.clock, out)
-            if shared and not self.owns(key):
+            if shared and value == ABSENT:  # (shared: a request closes nothing)
                 self.counts["forwarded"] += 1  # published for the worker that holds it
                 continue
-            self._click(key, t, label, at, out)
+            self._click(key, t, label, at, out, value)
         return out
 
     def owns(self, key: int) -> bool:
@@ -458,10 +462,16 @@ class JoinState:
         self._advance(watermark, now, out)
         return out
 
-    def _click(self, key: int, t: float | None, label: int, at: float, out: ToLearn
-               ) -> None:
-        """One click (label 1) or explicit negative (label 0) on ``key``."""
-        slot = self.ids.get(key)
+    def _click(self, key: int, t: float | None, label: int, at: float, out: ToLearn,
+               found: int | None = None) -> None:
+        """One click (label 1) or explicit negative (label 0) on ``key``; ``found``: its
+        value in ``ids`` earlier in the same feedback request (which adds no ids)."""
+        slot = self.ids.get(key) if found is None else found
+        if found is not None and found != ABSENT and (found == CLOSED
+                                                       or self.fields.seq[found] < 0):
+            # closed, and maybe forgotten since, or closed since (its slot is not reused
+            # before the next ``impressions``): as it is now
+            slot = self.ids.get(key)
         if slot < 0:
             self.counts["unknown" if slot == ABSENT else "late"] += 1
             return
@@ -703,7 +713,5 @@ class JoinState:
 
 
 def _bucket(delay: float) -> int:
-    for i, bound in enumerate(DELAY_BUCKETS):
-        if delay <= bound:
-            return i
-    return len(DELAY_BUCKETS) - 1
+    """The first bucket whose bound is at least ``delay``."""
+    return min(bisect.bisect_left(DELAY_BUCKETS, delay), len(DELAY_BUCKETS) - 1)
