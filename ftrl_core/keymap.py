@@ -82,6 +82,16 @@ def _set_present(words: np.ndarray, values: np.ndarray, capacity: int, keys: np.
 
 
 @kernel
+def _remove(words: np.ndarray, capacity: int, meta: np.ndarray, key: np.uint64,
+            ages: np.ndarray) -> bool:
+    s = find_slot(words, STRIDE, capacity, _stored(key))
+    if s < 0:
+        return False
+    delete_slot(words, STRIDE, capacity, s, ages, meta)
+    return True
+
+
+@kernel
 def _delete(words: np.ndarray, capacity: int, meta: np.ndarray, keys: np.ndarray,
             ages: np.ndarray) -> int:
     """Delete each key present; the count of keys absent."""
@@ -155,6 +165,11 @@ class KeyMap:
         """Delete ``keys``; how many were absent."""
         t = self.table
         return int(_delete(t.words, t.capacity, t.meta, _keys(keys), _NO_AGES))
+
+    def remove(self, key: int) -> bool:
+        """Delete ``key``; whether it was present."""
+        t = self.table
+        return bool(_remove(t.words, t.capacity, t.meta, np.uint64(key), _NO_AGES))
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, values) of every entry, in no particular order (key 0 shows as

@@ -16,6 +16,7 @@ slot's pending ``seq`` is the entry's own: an impression closed early (by its la
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 
@@ -84,6 +85,17 @@ class CloseQueue:
                 return heap[0]
             return run
         return heap[0] if heap else None
+
+    def first_close(self) -> float:
+        """The smallest entry's ``close_at`` (live or not), inf when empty."""
+        heap, head = self.heap, self.head
+        first = float(self.close[head]) if head < self.size else math.inf
+        return min(first, heap[0][0]) if heap else first
+
+    def one_due(self, bound: float) -> bool:
+        """With the heap empty: whether at most the run's first entry is below ``bound``."""
+        after = self.head + 1
+        return after >= self.size or self.close[after] >= bound
 
     def pop(self) -> None:
         """Drop the smallest entry."""

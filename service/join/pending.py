@@ -81,11 +81,13 @@ class ClosedIds:
     """The ids closed, oldest first, in an array read from ``head``: the last
     ``CLOSED_KEPT`` are remembered (``CLOSED`` in ``JoinState.ids``)."""
 
-    __slots__ = ("head", "keys", "size")
+    __slots__ = ("forgotten", "head", "keys", "size")
 
     def __init__(self, keys: np.ndarray | None = None) -> None:
         self.keys = np.zeros(1024, dtype=np.uint64)
         self.head = self.size = 0
+        #: ids forgotten so far (only grows: ``head`` moves back when the array is cut)
+        self.forgotten = 0
         if keys is not None:
             self.add(keys, len(keys))
 
@@ -98,11 +100,7 @@ class ClosedIds:
     def add(self, keys: np.ndarray, kept: int) -> np.ndarray:
         """Append ``keys``; returns the oldest ones beyond ``kept``, forgotten now."""
         n = len(keys)
-        if self.size + n > len(self.keys):  # move what is kept to the front, with room
-            live = self.kept()
-            grown = np.zeros(max(1024, 2 * (len(live) + n)), dtype=np.uint64)
-            grown[:len(live)] = live
-            self.keys, self.head, self.size = grown, 0, len(live)
+        self._room(n)
         self.keys[self.size:self.size + n] = keys
         self.size += n
         over = self.size - self.head - kept
@@ -110,7 +108,26 @@ class ClosedIds:
             return self.keys[:0]
         forgotten = self.keys[self.head:self.head + over].copy()
         self.head += over
+        self.forgotten += over
         return forgotten
+
+    def add_one(self, key: int, kept: int) -> int | None:
+        """``add`` of one key, with scalars: the key forgotten now, if one is."""
+        self._room(1)
+        self.keys[self.size] = key
+        self.size += 1
+        if self.size - self.head <= kept:
+            return None
+        self.head += 1
+        self.forgotten += 1
+        return int(self.keys[self.head - 1])
+
+    def _room(self, n: int) -> None:
+        if self.size + n > len(self.keys):  # move what is kept to the front, with room
+            live = self.kept()
+            grown = np.zeros(max(1024, 2 * (len(live) + n)), dtype=np.uint64)
+            grown[:len(live)] = live
+            self.keys, self.head, self.size = grown, 0, len(live)
 
 
 class PendingFields:
@@ -295,7 +312,13 @@ class JoinState:
         by_event, by_arrival = self._by_event, self._by_arrival
         duplicated: list[int] = []
         learn_slots, learn_labels, learn_weights = out.slots, out.labels, out.weights
-        for key, t, slot in zip(keys, ts, slots, strict=True):
+        # whether each id is held, looked up at once: one absent then is absent now unless
+        # this request added it (``new``), or is not while no closed id has been forgotten
+        # since (``forgets`` unmoved); otherwise it is looked up again
+        found = ids.get_many(np.array(keys, dtype=np.uint64)).tolist()
+        forgets = self._closed_ids.forgotten
+        new: set[int] = set()
+        for key, t, slot, held in zip(keys, ts, slots, found, strict=True):
             event_time = t is not None
             when = at if t is None else t
             if shared:  # closed by the tick, with the shared watermark
@@ -304,12 +327,14 @@ class JoinState:
             # only a watermark that moves, or an impression that came in already past its
             # window, can close anything (skipping the call is most of an event's cost)
             elif event_time and (when > self.watermark or self._stale):
-                top = by_event.top()  # the smallest close time, pending or not
-                if self._stale or (top is not None and top[0] < when):
+                # the smallest close time, pending or not
+                if self._stale or by_event.first_close() < when:
                     self._advance(when, self.clock, out)
                 else:  # the watermark moves, and closes nothing
                     self.watermark = when
-            if ids.get(key) != ABSENT:
+            if held == ABSENT and key not in new:
+                pass  # absent
+            elif self._closed_ids.forgotten == forgets or ids.get(key) != ABSENT:
                 counts["duplicates"] += 1
                 added.append(False)
                 duplicated.append(slot)
@@ -319,6 +344,7 @@ class JoinState:
             seq = self.seq
             close_at = when + window
             ids.put(key, slot)
+            new.add(key)
             fields.hold(slot, key, when, close_at, seq, event_time)
             self.npending += 1
             entry = (close_at, seq, slot)
@@ -544,21 +570,23 @@ class JoinState:
 
     def _expire(self, watermark: float, out: ToLearn) -> None:
         """What ``_advance`` does when only the watermark closes impressions: ``_close``
-        (``expired``) of each one whose ``close_at`` it passed, in order, all at once."""
+        (``expired``) of each one whose ``close_at`` it passed, in order."""
         by_event, pending_seq = self._by_event, self.fields.seq
-        if not by_event.heap:  # in order: one cut of the run
-            seqs, slots = by_event.take_below(watermark)
-            live = pending_seq[slots] == seqs
-            if not live.all():
-                # some closed already (a label 0, --max-pending; their slots maybe holding
-                # another impression since, under a new seq): left out
-                slots = slots[live]
-        else:
-            taken = []
+        if by_event.first_close() >= watermark:
+            return  # none (most clicks' ts, when they come a request at a time)
+        if by_event.heap or by_event.one_due(watermark):
+            # one at a time, with scalars (an impression's or a click's ts moving the
+            # watermark past one or two)
             while (top := by_event.live(pending_seq)) is not None and top[0] < watermark:
                 by_event.pop()
-                taken.append(top[2])
-            slots = np.array(taken, dtype=np.int64)
+                self._close(top[2], out, "expired")
+            return
+        seqs, slots = by_event.take_below(watermark)  # in order: one cut of the run
+        live = pending_seq[slots] == seqs
+        if not live.all():
+            # some closed already (a label 0, --max-pending; their slots maybe holding
+            # another impression since, under a new seq): left out
+            slots = slots[live]
         if slots.size:
             self._closed(slots, out, "expired")
 
@@ -572,7 +600,19 @@ class JoinState:
             arrivals.popleft()
 
     def _close(self, slot: int, out: ToLearn, why: str) -> None:
-        self._closed(np.array([slot], dtype=np.int64), out, why)
+        """``_closed`` of one impression, with scalars (a close at a time: ``--max-pending``,
+        a label 0, the arrival clock; arrays of one cost several times the work)."""
+        fields = self.fields
+        key = int(fields.key[slot])
+        clicked = bool(fields.clicked[slot] >= 0)
+        fields.seq[slot] = -1
+        self.ids.put(key, CLOSED)
+        forgotten = self._closed_ids.add_one(key, CLOSED_KEPT)
+        if forgotten is not None:  # ``CLOSED`` (see ``_closed``)
+            self.ids.remove(forgotten)
+        self.npending -= 1
+        self.arena.release([slot])
+        self._learn_closed([key], [slot], [clicked], out, why)
 
     def _closed(self, slots: np.ndarray, out: ToLearn, why: str) -> None:
         """Close the pending impressions of ``slots``, in closing order: count them as
@@ -590,21 +630,28 @@ class JoinState:
         self.npending -= len(keys)
         slot_list: list[int] = slots.tolist()
         self.arena.release(slot_list)
+        self._learn_closed(keys, slot_list, clicked.tolist(), out, why)
+
+    def _learn_closed(self, keys: np.ndarray | list[int], slots: list[int],
+                      clicked: list[bool], out: ToLearn, why: str) -> None:
+        """The closing of ``_closed`` and ``_close``: the counts and, with ``wait``, the rows
+        to learn."""
         counts = self.counts
-        counts[why] += len(keys)
+        counts[why] += len(slots)
         if self.policy != "wait":
             return  # fnw learned the impression when it came, and its click when it came
-        positives = int(clicked.sum())
+        positives = sum(clicked)
         rate = self.negative_rate
         if rate >= 1.0:
-            out.slots.extend(slot_list)
-            out.labels.extend(clicked.astype(np.float64).tolist())
-            out.weights.extend([1.0] * len(slot_list))
+            out.slots.extend(slots)
+            out.labels.extend([1.0 if c else 0.0 for c in clicked])
+            out.weights.extend([1.0] * len(slots))
             counts["learned_positives"] += positives
-            counts["learned_negatives"] += len(slot_list) - positives
+            counts["learned_negatives"] += len(slots) - positives
             return
         weight = subsampled_weight(rate)
-        for key, slot, label in zip(keys.tolist(), slot_list, clicked.tolist(), strict=True):
+        keys = keys.tolist() if isinstance(keys, np.ndarray) else keys
+        for key, slot, label in zip(keys, slots, clicked, strict=True):
             if label:
                 out.add(slot, 1.0, 1.0)
                 counts["learned_positives"] += 1
