@@ -313,9 +313,10 @@ class JoinState:
         by_event, by_arrival = self._by_event, self._by_arrival
         duplicated: list[int] = []
         learn_slots, learn_labels, learn_weights = out.slots, out.labels, out.weights
-        # whether each id is held, looked up at once: one absent then is absent now unless
-        # this request added it (``new``), or is not while no closed id has been forgotten
-        # since (``forgets`` unmoved); otherwise it is looked up again
+        # whether each id is held, looked up at once (a call an impression cost more than
+        # the rest of its work): one absent then is absent now unless this request added it
+        # (``new``); one held then is held now unless a closed id was forgotten since
+        # (``forgets`` moved), and then it is looked up again
         found = ids.get_many(np.array(keys, dtype=np.uint64)).tolist()
         forgets = self._closed_ids.forgotten
         new: set[int] = set()
@@ -333,9 +334,8 @@ class JoinState:
                     self._advance(when, self.clock, out)
                 else:  # the watermark moves, and closes nothing
                     self.watermark = when
-            if held == ABSENT and key not in new:
-                pass  # absent
-            elif self._closed_ids.forgotten == forgets or ids.get(key) != ABSENT:
+            if (held != ABSENT or key in new) and (
+                    self._closed_ids.forgotten == forgets or ids.get(key) != ABSENT):
                 counts["duplicates"] += 1
                 added.append(False)
                 duplicated.append(slot)
