@@ -190,3 +190,19 @@ def test_a_click_sees_what_closed_and_was_forgotten_earlier_in_its_own_request(
     state.feedback([9, 1, 2], [12.5, 12.6, 12.7], [1, 1, 1], at=0.0)
     assert state.closed == [2, 3]
     assert (state.counts["unknown"], state.counts["late"]) == (2, 1)
+
+
+def test_an_id_forgotten_earlier_in_its_own_request_is_new_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An impression request taken one at a time looks its ids up at once; when one of its
+    impressions closes others, and those closes forget an older closed id, that id shown
+    later in the same request is new, not a duplicate."""
+    monkeypatch.setattr(pending, "CLOSED_KEPT", 1)
+    state = JoinState(10.0, "wait")
+    state.impressions([1], [0.0], one_feature_rows([1]), at=0.0)
+    state.feedback([1], [0.5], [0], at=0.0)  # 1 closed by its label: remembered
+    state.impressions([2], [1.0], one_feature_rows([2]), at=0.0)  # closes at 11
+    # out of order: one at a time. 3 at 20 closes 2, which forgets 1; then 1 is new
+    _, added = state.impressions([3, 1], [20.0, 19.0], one_feature_rows([3, 1]), at=0.0)
+    assert added == [True, True] and sorted(state.pending) == [1, 3]
+    assert state.closed == [2] and state.counts["duplicates"] == 0
