@@ -14,13 +14,14 @@ import pytest
 from ftrl_core.spans import Rows
 from service.join import pending
 from service.join.close_queue import CloseQueue
-from service.join.pending import JoinState
+from service.join.pending import JoinState, ToLearn
 
 
 def test_close_queue_gives_a_heaps_order_when_cut_at_a_bound() -> None:
-    """Entries mostly in order (a run) with some behind (the heap), taken one at a time
-    (``pop``) or below a bound (``take_below``, with the heap empty), come out as a single
-    heap of them gives; the run's arrays shift down as its head moves past most of them."""
+    """Entries mostly in order (a run) with some behind (the heap), and a request's at once
+    (``add_sorted``: appended, or merged into the run), taken one at a time (``pop``) or
+    below a bound (``take_below``, with the heap empty), come out as a single heap of them
+    gives; the run's arrays shift down as its head moves past most of them."""
     rng = np.random.default_rng(3)
     queue, reference = CloseQueue(), []
     close_of: dict[int, float] = {}
@@ -36,6 +37,15 @@ def test_close_queue_gives_a_heaps_order_when_cut_at_a_bound() -> None:
             seq += 1
             queue.push(entry)
             heapq.heappush(reference, entry)
+        if rng.random() < 0.3:  # a request's entries at once, some behind the run's last
+            closes = np.sort(t + rng.uniform(-30, 1, int(rng.integers(1, 12))))
+            seqs = np.arange(seq, seq + len(closes))
+            slots = rng.integers(0, 1000, len(closes))
+            queue.add_sorted(closes, seqs, slots)
+            for entry in zip(closes.tolist(), seqs.tolist(), slots.tolist(), strict=True):
+                close_of[entry[1]] = entry[0]
+                heapq.heappush(reference, entry)
+            seq += len(closes)
         assert len(queue) == len(reference) and bool(queue) == bool(reference)
         bound = t - float(rng.uniform(0, 20))
         if not queue.heap:
@@ -206,3 +216,58 @@ def test_an_id_forgotten_earlier_in_its_own_request_is_new_again(
     _, added = state.impressions([3, 1], [20.0, 19.0], one_feature_rows([3, 1]), at=0.0)
     assert added == [True, True] and sorted(state.pending) == [1, 3]
     assert state.closed == [2] and state.counts["duplicates"] == 0
+
+
+@pytest.mark.parametrize("policy", ["wait", "fnw"])
+def test_shared_requests_taken_at_once_match_one_at_a_time(
+        policy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shared (Redis) mode, where a request closes nothing: a request of new ids in ``ts``
+    order is taken at once (its entries appended to the close queue's run, or merged into
+    it when they fall behind); taken one at a time instead (the step refused), the same
+    requests, clicks and ticks learn the same rows with the same labels in the same order,
+    and leave the same pending impressions, closed ids, counters and clocks."""
+    rng = np.random.default_rng(13)
+    requests: list[tuple[list[int], list[float | None]]] = []
+    t = 0.0
+    for step in range(240):
+        n = int(rng.integers(1, 20))
+        ts: list[float | None] = sorted((t + rng.uniform(-15, 10, n)).tolist())
+        if step % 9 == 0:
+            rng.shuffle(ts)  # type: ignore[arg-type]  # out of order: one at a time
+        if step % 13 == 0:
+            ts[-1] = None  # timed by arrival: one at a time
+        if step % 17 == 5:  # in order, already past the agreed watermark: due at once
+            ts = sorted((t - 60.0 + rng.uniform(0, 5, n)).tolist())
+        ids = list(range(step * 30, step * 30 + n))
+        if step % 5 == 0 and step:
+            ids[0] = int(rng.integers(max(0, step * 30 - 200), step * 30))  # shown again
+        requests.append((ids, ts))
+        t += float(rng.uniform(2, 8))
+
+    def run() -> tuple[list[tuple[int, float, float] | bool], JoinState]:
+        state = JoinState(30.0, policy, shared=True)  # type: ignore[arg-type]
+        learned: list[tuple[int, float, float] | bool] = []
+
+        def take(todo: ToLearn) -> None:
+            _, keys, _, _ = todo.csr()
+            learned.extend(zip(keys.tolist(), todo.labels, todo.weights, strict=True))
+
+        for step, (ids, ts) in enumerate(requests):
+            at = 1e6 + step
+            take(state.impressions(ids, ts, one_feature_rows(ids), at=at)[0])
+            learned.append(state.due_event(state.watermark))
+            if step % 4 == 3:
+                clicked = ids[: max(1, len(ids) // 3)]
+                take(state.feedback(clicked, [max(x for x in ts if x is not None)] * len(clicked),
+                                    [1] * len(clicked), at=at))
+                take(state.advance(state.seen - 12.0, at))
+        return learned, state
+
+    fast, a = run()
+    monkeypatch.setattr(pending, "_ascending", lambda ts: False)
+    slow, b = run()
+    assert fast == slow and len(fast) > 1000 and a.counts["duplicates"] > 0
+    assert sum(x is True for x in fast) > 10
+    assert a.pending == b.pending and a.counts == b.counts and a.closed == b.closed
+    assert (a.watermark, a.clock, a.seen, a.seq, a._stale) == \
+        (b.watermark, b.clock, b.seen, b.seq, b._stale)

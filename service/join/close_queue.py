@@ -76,6 +76,32 @@ class CloseQueue:
         self.size = at + n
         self.last = (float(close[-1]), int(seq[-1]))
 
+    def add_sorted(self, close: np.ndarray, seq: np.ndarray, slot: np.ndarray) -> None:
+        """Put entries, in order and each with a ``seq`` above every entry's, into the run
+        where they belong: appended when they come after its last (``extend_run``), else
+        merged in. An out-of-order request's entries (another client's request, sent
+        earlier, arriving later) belong near the run's end: merging moves only the entries
+        after the first of them, and keeps the heap out of it (with entries in the heap, a
+        watermark closes one impression at a time)."""
+        n = len(close)
+        if not n:
+            return
+        if self.ends_run(float(close[0]), int(seq[0])):
+            self.extend_run(close, seq, slot)
+            return
+        self._room(n)
+        head, size = self.head, self.size
+        # the run's entries are (close_at, seq) in order and the new seqs are above all of
+        # theirs: each new entry goes after the run's entries of its close time and below
+        at = np.searchsorted(self.close[head:size], close, side="right")
+        first = head + int(at[0])
+        at -= at[0]
+        for array, new in ((self.close, close), (self.seq, seq), (self.slot, slot)):
+            array[first:size + n] = np.insert(array[first:size], at, new)
+        self.size = size + n
+        if first + int(at[-1]) + n - 1 == self.size - 1:  # the last new one ends the run
+            self.last = (float(close[-1]), int(seq[-1]))
+
     def top(self) -> Entry | None:
         """The smallest entry (live or not), None when empty."""
         heap, head = self.heap, self.head

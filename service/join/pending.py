@@ -300,11 +300,15 @@ class JoinState:
             self._arrive(at, out)
             if not self.max_pending and self._in_order(ts):
                 return out, self._in_order_impressions(keys, ts, slots, out)  # type: ignore[arg-type]
-        elif not self.cursor and keys:
-            # the first impression: read the click stream from a little before it (its
-            # clicks come after it; the margin is for clocks of hosts that disagree). From
-            # the logged arrival time, so a replay starts at the same place
-            self.cursor = f"{max(0, int((at - CURSOR_MARGIN) * 1000))}-0"
+        else:
+            if not self.cursor and keys:
+                # the first impression: read the click stream from a little before it (its
+                # clicks come after it; the margin is for clocks of hosts that disagree).
+                # From the logged arrival time, so a replay starts at the same place
+                self.cursor = f"{max(0, int((at - CURSOR_MARGIN) * 1000))}-0"
+            if not self.max_pending and _ascending(ts) \
+                    and self._shared_impressions(keys, ts, slots, out):  # type: ignore[arg-type]
+                return out, [True] * len(keys)
         added = []
         # locals: this loop runs once per impression
         ids, fields, counts = self.ids, self.fields, self.counts
@@ -388,9 +392,9 @@ class JoinState:
         n = len(keys)
         where = np.array(slots, dtype=np.int64)
         key_array = np.array(keys, dtype=np.uint64)
-        if by_event.ends_run(ts[0] + self.window, self.seq) and ids.add_new(key_array, where):
-            # every one new (now in ``ids``), and each entry above the last: what the loop
-            # below does, each step done for the whole request at once (compiled, numpy)
+        if ids.add_new(key_array, where):
+            # every one new (now in ``ids``): what the loop below does, each step done for
+            # the whole request at once (compiled, numpy)
             self._add_run(key_array, ts, where, slots, out)
             return [True] * n
         window, fields = self.window, self.fields
@@ -415,16 +419,30 @@ class JoinState:
         self.arena.release(duplicated)
         return added
 
+    def _shared_impressions(self, keys: list[int], ts: list[float], slots: list[int],
+                            out: ToLearn) -> bool:
+        """``impressions`` in shared mode (a request closes nothing there) of new ids timed
+        by their ``ts``, in order, at once; False, having done nothing, when an id is not
+        new (then they are taken one at a time)."""
+        where = np.array(slots, dtype=np.int64)
+        key_array = np.array(keys, dtype=np.uint64)
+        if not self.ids.add_new(key_array, where):
+            return False
+        self.seen = max(self.seen, ts[-1])
+        if ts[0] + self.window < self.watermark:  # already past the agreed watermark
+            self._stale = True
+        self._add_run(key_array, ts, where, slots, out)
+        return True
+
     def _add_run(self, keys: np.ndarray, ts: list[float], where: np.ndarray,
                  slots: list[int], out: ToLearn) -> None:
-        """Add new impressions (in ``ids`` already), in ``ts`` order, whose entries all go
-        at the end of the run."""
+        """Add new impressions (in ``ids`` already), in ``ts`` order."""
         n, seq = len(keys), self.seq
         times = np.array(ts, dtype=np.float64)
         close = times + self.window
         seqs = np.arange(seq, seq + n, dtype=np.int64)
         self.fields.hold_run(where, keys, times, close, seqs)
-        self._by_event.extend_run(close, seqs, where)
+        self._by_event.add_sorted(close, seqs, where)
         self.npending += n
         self.counts["impressions"] += n
         if self.policy == "fnw":
@@ -758,6 +776,14 @@ class JoinState:
         for name, value in zip(COUNTERS, arrays["counts"].tolist(), strict=False):
             self.counts[name] = int(value)
         self.delays = [int(x) for x in arrays["delays"].tolist()]
+
+
+def _ascending(ts: list[float | None]) -> bool:
+    """Whether every event has a ``ts``, in order."""
+    if not ts or None in ts:
+        return False
+    t = np.array(ts, dtype=np.float64)
+    return bool((t[1:] >= t[:-1]).all())
 
 
 def _bucket(delay: float) -> int:
