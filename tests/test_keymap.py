@@ -1,6 +1,7 @@
 """``ftrl_core.keymap.KeyMap`` against a dict doing the same calls: batches added only when
 all new (an old key or a repeat among them changes nothing), single puts, values set on the
-keys present, deletions (backward shift: the keys after a hole stay findable), growth."""
+keys present, deletions of many and of one (backward shift: the keys after a hole stay
+findable), growth."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def test_a_keymap_does_what_a_dict_does() -> None:
     m, ref = KeyMap(), {}
     refused = added = 0
     for step in range(3000):
-        op = step % 5
+        op = step % 6
         keys = rng.choice(space, size=int(rng.integers(1, 40)))
         if op in (0, 1):
             values = rng.integers(0, 1 << 40, size=keys.size)
@@ -39,6 +40,10 @@ def test_a_keymap_does_what_a_dict_does() -> None:
             absent = sum(k not in ref for k in keys.tolist())
             assert m.set_present(keys, value) == absent
             ref.update((k, value) for k in keys.tolist() if k in ref)
+        elif op == 5:
+            key = int(keys[0])
+            assert m.remove(key) == (key in ref)
+            ref.pop(key, None)
         else:
             unique = np.unique(keys)
             absent = sum(k not in ref for k in unique.tolist())

@@ -3,10 +3,11 @@ smallest first, as a single heap of them would give.
 
 Most entries come in order (the impressions of one window, their ``ts`` rising), so they are
 kept as a run: three arrays appended at the end and read from ``head``, cut at a time with
-one ``searchsorted`` (``take_below``) and appended a request at a time (``extend_run``), with
-no Python object per entry. An entry not above the run's last goes to a heap of tuples
-instead; the smallest is the smaller of the two heads. Entries are unique (``seq``), so the
-order is exactly a single heap's.
+one ``searchsorted`` (``take_below``) and added a request at a time (``add_sorted``:
+appended, or merged in when a request arrives after a later one), with no Python object per
+entry. A single entry not above the run's last (impressions taken one at a time) goes to a
+heap of tuples instead; the smallest is the smaller of the two heads. Entries are unique
+(``seq``), so the order is exactly a single heap's.
 
 An entry belongs to the impression in its ``slot`` (of the join's ``RowArena``) while that
 slot's pending ``seq`` is the entry's own: an impression closed early (by its label, by
