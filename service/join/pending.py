@@ -91,9 +91,6 @@ class ClosedIds:
         if keys is not None:
             self.add(keys, len(keys))
 
-    def __len__(self) -> int:
-        return self.size - self.head
-
     def kept(self) -> np.ndarray:
         return self.keys[self.head:self.size]
 
