@@ -10,6 +10,7 @@ naming the event, the field and the value.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -96,7 +97,7 @@ def check_not_ahead(times: list[float | None], now: float, errors: list[EventErr
                                      "milliseconds)", _CODE, _quote(t)))
 
 
-def check_ids(ids: list[str | None], errors: list[EventError], required: bool = True
+def check_ids(ids: Sequence[str | None], errors: list[EventError], required: bool = True
               ) -> None:
     """``check_id`` of each id (None is allowed when not ``required``)."""
     # ids of at most 32 characters are at most 128 UTF-8 bytes: the usual case, checked at
@@ -160,11 +161,11 @@ def feedback_events(body: bytes | bytearray, errors: list[EventError]
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass  # decoded again below, to name the problems
     else:
+        # only an id's length in bytes is left to check: the same errors, in the same
+        # order, as the event-by-event check below would give
         given = [e.id for e in valid]
-        # ids of at most 32 characters are at most 128 UTF-8 bytes
-        if max(map(len, given), default=0) <= MAX_ID_BYTES // 4 \
-                or all(len(i.encode()) <= MAX_ID_BYTES for i in given):
-            return given, [e.ts for e in valid], [e.label for e in valid]
+        check_ids(given, errors)
+        return given, [e.ts for e in valid], [e.label for e in valid]
     try:
         events = msgspec.json.decode(body, type=_FeedbackBody).events
     except msgspec.ValidationError as exc:

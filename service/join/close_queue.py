@@ -28,6 +28,20 @@ Entry = tuple[float, int, int]
 START = 1024
 
 
+def with_room(arrays: tuple[np.ndarray, ...], head: int, size: int, n: int
+              ) -> tuple[tuple[np.ndarray, ...], int, int]:
+    """``(arrays, head, size)`` with room for ``n`` more entries after ``size``, for arrays
+    whose entries are ``[head, size)``: the same when they fit, else new arrays twice what
+    they will hold, the entries moved to the front (``ClosedIds`` keeps its ids so too)."""
+    if size + n <= len(arrays[0]):
+        return arrays, head, size
+    live = size - head
+    grown = tuple(np.empty(max(START, 2 * (live + n)), dtype=a.dtype) for a in arrays)
+    for new, old in zip(grown, arrays, strict=True):
+        new[:live] = old[head:size]
+    return grown, 0, live
+
+
 class CloseQueue:
     __slots__ = ("close", "head", "heap", "last", "seq", "size", "slot")
 
@@ -154,16 +168,8 @@ class CloseQueue:
             self.pop()
 
     def _room(self, n: int) -> None:
-        if self.size + n <= len(self.close):
-            return
-        live = self.size - self.head
-        size = max(START, 2 * (live + n))
-        for name in ("close", "seq", "slot"):
-            old = getattr(self, name)
-            grown = np.empty(size, dtype=old.dtype)
-            grown[:live] = old[self.head:self.size]
-            setattr(self, name, grown)
-        self.head, self.size = 0, live
+        (self.close, self.seq, self.slot), self.head, self.size = with_room(
+            (self.close, self.seq, self.slot), self.head, self.size, n)
 
     def _drop_run(self, head: int) -> None:
         """Entries before ``head`` have left; the arrays shift down once they are most of

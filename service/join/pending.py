@@ -39,7 +39,7 @@ import numpy as np
 from ftrl_core.keymap import ABSENT, KeyMap
 from ftrl_core.spans import FEATURE_BYTES, RowArena, Rows
 
-from .close_queue import CloseQueue
+from .close_queue import CloseQueue, with_room
 from .ids import coin
 from .policies import Policy, subsampled_weight
 
@@ -120,11 +120,7 @@ class ClosedIds:
         return int(self.keys[self.head - 1])
 
     def _room(self, n: int) -> None:
-        if self.size + n > len(self.keys):  # move what is kept to the front, with room
-            live = self.kept()
-            grown = np.zeros(max(1024, 2 * (len(live) + n)), dtype=np.uint64)
-            grown[:len(live)] = live
-            self.keys, self.head, self.size = grown, 0, len(live)
+        (self.keys,), self.head, self.size = with_room((self.keys,), self.head, self.size, n)
 
 
 class PendingFields:
@@ -166,7 +162,8 @@ class PendingFields:
 
     def hold(self, slot: int, key: int, ts: float, close_at: float, seq: int,
              event_time: bool) -> None:
-        """One impression, into its slot."""
+        """One impression, into its slot (``hold_run`` of one, with scalars: impressions
+        taken one at a time, where arrays of one cost several times the work)."""
         self.key[slot] = key
         self.ts[slot] = ts
         self.close_at[slot] = close_at
@@ -374,27 +371,21 @@ class JoinState:
         closes each one's ``ts`` makes happen all precede every close of one of them (none
         closes another), so moving the watermark once, to the last ``ts``, closes the
         same impressions in the same order as moving it impression by impression."""
-        if len(ts) < 2 or None in ts:
+        if len(ts) < 2 or not _ascending(ts):
             return False
-        t = np.array(ts, dtype=np.float64)
-        return bool(t[-1] - t[0] <= self.window and t[0] + self.window >= self.watermark
-                    and (t[1:] >= t[:-1]).all())
+        first, last = ts[0], ts[-1]
+        assert first is not None and last is not None
+        return last - first <= self.window and first + self.window >= self.watermark
 
     def _in_order_impressions(self, keys: list[int], ts: list[float], slots: list[int],
                               out: ToLearn) -> list[bool]:
         """``impressions`` of a request ``_in_order`` accepts (memory store, unbounded)."""
         if ts[-1] > self.watermark or self._stale:
             self._advance(ts[-1], self.clock, out)
-        ids, by_event = self.ids, self._by_event
         n = len(keys)
-        where = np.array(slots, dtype=np.int64)
-        key_array = np.array(keys, dtype=np.uint64)
-        if ids.add_new(key_array, where):
-            # every one new (now in ``ids``): what the loop below does, each step done for
-            # the whole request at once (compiled, numpy)
-            self._add_run(key_array, ts, where, slots, out)
+        if self._add_new(keys, ts, slots, out):
             return [True] * n
-        window, fields = self.window, self.fields
+        ids, by_event, window, fields = self.ids, self._by_event, self.window, self.fields
         added = []
         duplicated: list[int] = []
         for key, t, slot in zip(keys, ts, slots, strict=True):
@@ -421,30 +412,33 @@ class JoinState:
         """``impressions`` in shared mode (a request closes nothing there) of new ids timed
         by their ``ts``, in order, at once; False, having done nothing, when an id is not
         new (then they are taken one at a time)."""
-        where = np.array(slots, dtype=np.int64)
-        key_array = np.array(keys, dtype=np.uint64)
-        if not self.ids.add_new(key_array, where):
+        if not self._add_new(keys, ts, slots, out):
             return False
         self.seen = max(self.seen, ts[-1])
         if ts[0] + self.window < self.watermark:  # already past the agreed watermark
             self._stale = True
-        self._add_run(key_array, ts, where, slots, out)
         return True
 
-    def _add_run(self, keys: np.ndarray, ts: list[float], where: np.ndarray,
-                 slots: list[int], out: ToLearn) -> None:
-        """Add new impressions (in ``ids`` already), in ``ts`` order."""
+    def _add_new(self, keys: list[int], ts: list[float], slots: list[int], out: ToLearn
+                 ) -> bool:
+        """Add impressions timed by their ``ts``, in order, at once, if every id is new (none
+        held, none twice); else do nothing and return False."""
+        where = np.array(slots, dtype=np.int64)
+        key_array = np.array(keys, dtype=np.uint64)
+        if not self.ids.add_new(key_array, where):
+            return False
         n, seq = len(keys), self.seq
         times = np.array(ts, dtype=np.float64)
         close = times + self.window
         seqs = np.arange(seq, seq + n, dtype=np.int64)
-        self.fields.hold_run(where, keys, times, close, seqs)
+        self.fields.hold_run(where, key_array, times, close, seqs)
         self._by_event.add_sorted(close, seqs, where)
         self.npending += n
         self.counts["impressions"] += n
         if self.policy == "fnw":
             self._learn_shown(slots, out)
         self.seq = seq + n
+        return True
 
     def _learn_shown(self, slots: list[int], out: ToLearn) -> None:
         """fnw: new impressions, learned at once as (maybe fake) negatives."""
@@ -681,11 +675,9 @@ class JoinState:
 
     def bytes_held(self) -> int:
         """Bytes the pending impressions hold, and the closed ids remembered beside them:
-        the arena's and the fields' arrays (all of them, free room too), the close queue
-        entries (24 bytes each), and the ``ids`` dict (CPython's sizes: a key's int object,
-        its entry amortised at ~1.5x its 24 bytes plus the index, and a closed id's place
-        in the order list). Entries, not the queues' capacities: a checkpoint loaded again
-        reports what it saved."""
+        the arena's and the fields' arrays, the ``ids`` map's table and the closed ids'
+        array (all of them, free room too), and 24 bytes a live close queue entry (entries,
+        not the queues' capacities, which depend on the order impressions came in)."""
         if self.npending == 0:
             return 0
         # each pending impression has one live entry in a close queue (and one in the
