@@ -27,7 +27,7 @@ from .metrics import ProgressiveMetrics
 from .names import NameStore
 from .optimizers import OPTIMIZERS, Optimizer
 from .readers import FeatureOptions, Format, make_format
-from .readers.rows import OK
+from .readers.rows import ERROR, OK
 from .sparsity import Sparsity, SparsityCounter, top_weights
 
 if TYPE_CHECKING:
@@ -93,19 +93,25 @@ class Model:
         """(probabilities, uncertainty scores), without learning."""
         return self.optimizer.predict(batch)
 
-    def predict_json(self, body: bytes | bytearray, fmt: JsonlFormat
-                     ) -> tuple[np.ndarray, np.ndarray, list[EventError]]:
+    def predict_json(self, body: bytes | bytearray, fmt: JsonlFormat, events_only: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, list[EventError]] | None:
         """(probabilities, uncertainty scores, bad events) of a JSON body ``{"events":
         [...]}`` parsed with ``fmt`` (the errors of ``parse_event_array``; with any, nothing
         is predicted). The same as ``parse_event_array`` then ``predict``, with less Python
         on the way when the body scans in one kernel call (the service's single-event
         predictions spent more time building the ``Batch`` than scanning and scoring it):
-        the two kernels run on the scanner's output arrays directly."""
+        the two kernels run on the scanner's output arrays directly.
+
+        ``events_only``: None, nothing predicted, if the body may hold a top-level key other
+        than ``events`` (one was read, or the scan did not reach the body's end in one
+        call), for a caller to whom such a key means something (the service's ``log``)."""
         _bind_json_reader()
         buf = as_buffer(body)
         out, ids = fmt.body_outputs(buf.size)
         with fmt.lock:  # labels are not read: a prediction ignores them, whatever they are
             status = fmt.scan_body(buf, True, False, out, ids, ignore_label=True)
+        if events_only and status != ERROR and (status != OK or out.state[6]):
+            return None
         if status != OK:  # bad events, or rows that outgrew the arrays: the general way
             result = parse_event_array(body, fmt, require_label=False, ignore_label=True)
             if result.errors:

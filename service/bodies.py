@@ -211,7 +211,7 @@ async def _chunks(receive: Receive) -> AsyncIterator[tuple[bytes, bool]]:
 
 
 async def _read_plain(receive: Receive, size: int | None, limit: int) -> bytearray:
-    buf = bytearray(size or 0)
+    buf = bytearray()
     got = 0
     async for chunk, more in _chunks(receive):
         n = len(chunk)
@@ -222,9 +222,11 @@ async def _read_plain(receive: Receive, size: int | None, limit: int) -> bytearr
         elif got + n > size:  # the server enforces Content-Length; never trust it twice
             raise Problem(400, None, "the body is longer than its Content-Length",
                           headers=_CLOSE)
-        elif got == 0 and not more:  # the whole body in one message: the common case
-            buf = bytearray(chunk)
+        elif got == 0 and not more:  # the whole body in one message: the common case, one
+            buf = bytearray(chunk)  # copy (no zeroed buffer first)
         else:
+            if got == 0:  # the declared size at once, filled in place
+                buf = bytearray(size)
             buf[got:got + n] = chunk
         got += n
     del buf[got:]

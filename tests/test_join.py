@@ -604,6 +604,32 @@ async def test_predict_with_log_remembers_the_events_with_an_id() -> None:
     assert bad.json()["errors"][0]["value"] == '"yes"'
 
 
+async def test_predict_reads_log_wherever_it_is_and_in_the_same_order() -> None:
+    """The scan tells whether a body has keys besides "events"; only then is "log" read.
+    Wherever "log" is, a logged body is remembered; "log" is judged before the events
+    (its 422 first), and a body with "log": false is predicted once."""
+    events = [{"id": "q-1", "ts": 10.0, "features": {"a": "x"}}, {"features": {"a": "y"}}]
+    bad_events = [{"features": {"a": "x"}}, {"features": {}}]
+    async with running_app(settings(join_window=WINDOW)) as client:
+        plain = (await client.post("/v1/predict", json={"events": events})).json()
+        before = (await client.post("/v1/predict", json={"log": True, "events": events}))
+        unlogged = await client.post("/v1/predict", json={"log": False, "events": events})
+        bad_log = await client.post("/v1/predict", json={"events": bad_events, "log": 1})
+        bad = await client.post("/v1/predict", json={"events": bad_events, "log": False})
+        other = await client.post("/v1/predict", json={"events": events, "other": [1]})
+        status = (await client.get("/v1/join")).json()
+        text = (await client.get("/metrics")).text
+    assert before.status_code == 200 and before.json() == plain
+    assert unlogged.json() == other.json() == plain
+    assert status["impressions"] == 1 and status["pending"] == 1
+    assert bad_log.status_code == 422 and bad_log.json()["errors"][0]["field"] == "log"
+    assert bad.status_code == 422 and bad.json()["errors"][0]["index"] == 1
+    # the plain, unlogged and other bodies' predictions, each counted once (a logged
+    # body's are impressions, not counted here, as before)
+    served = float(text.split("\nctr_predictions_total ")[1].split()[0])
+    assert served == 6.0
+
+
 async def test_strict_events_still_take_ts_and_type() -> None:
     events = [{"type": "impression", "id": "s-1", "ts": 5.0, "features": {"a": "x"}}]
     async with running_app(settings(strict=True)) as client:

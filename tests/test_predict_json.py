@@ -104,3 +104,34 @@ def test_recycled_batches_are_overwritten_by_the_next_parse() -> None:
     b = parse_event_array(b'{"events": [{"features": {"C1": "y"}}]}', fmt, require_label=False)
     assert np.shares_memory(a.batch.keys, b.batch.keys)
     assert a.batch.keys.tolist() == b.batch.keys.tolist() != keys_a.tolist()
+
+
+def test_events_only_declines_a_body_with_other_top_level_keys() -> None:
+    """``events_only``: None (nothing predicted) whenever the body has a top-level key
+    besides "events", before or after the list, escaped or not; bad events are still
+    reported; a body with "events" alone, its key escaped or not, is predicted as
+    without the flag."""
+    model = trained("ftrl", False)
+    fmt = JsonlFormat(copy.deepcopy(model.registry), model.options, recycle=True)
+    events = '[{"features": {"C1": "x", "t": ["a", "b"]}}, {"features": {"C2": "y"}}]'
+    plain, _, _ = model.predict_json(bytearray(f'{{"events": {events}}}'.encode()), fmt)
+    assert plain.size == 2
+    declined = [f'{{"log": false, "events": {events}}}', f'{{"events": {events}, "log": true}}',
+                f'{{"x": {{"events": []}}, "events": {events}}}',
+                f'{{"events": {events}, "\\u006cog": 1}}', f'{{"events": {events}, "": null}}']
+    for body in declined:
+        assert model.predict_json(bytearray(body.encode()), fmt, events_only=True) is None
+        p, _, errs = model.predict_json(bytearray(body.encode()), fmt)  # without: predicted
+        assert not errs and p.tolist() == plain.tolist()
+    for body in (f'{{"events": {events}}}', f'{{"\\u0065vents" : {events} }}'):
+        scored = model.predict_json(bytearray(body.encode()), fmt, events_only=True)
+        assert scored is not None and scored[0].tolist() == plain.tolist()
+    bad = b'{"log": true, "events": [{"features": {}}]}'
+    scored = model.predict_json(bytearray(bad), fmt, events_only=True)
+    assert scored is not None and [e.index for e in scored[2]] == [0]
+    # rows that outgrow the arrays: the scan did not reach the end, so it may hold a key
+    wide = json.dumps({"events": [{"features": {"t": [f"x{j}" for j in range(60)]}}] * 10})
+    interacting = trained("ftrl", True)
+    fmt = JsonlFormat(copy.deepcopy(interacting.registry), interacting.options, recycle=True)
+    assert interacting.predict_json(bytearray(wide.encode()), fmt, events_only=True) is None
+    assert interacting.predict_json(bytearray(wide.encode()), fmt)[0].size == 10

@@ -103,8 +103,10 @@ KEY_LEN_BITS = 24
 #: rows of the ids array: the id's start, length, escaped; the ``ts`` value's start
 ID_ROWS = 4
 
-#: ``state`` slots: pos, rows, nnz, lines (or events) consumed, phase, index of the error
-STATE_SIZE = 6
+#: ``state`` slots: pos, rows, nnz, lines (or events) consumed, phase, index of the error,
+#: top-level keys other than ``events`` read (ARRAY mode: a prediction whose body has none
+#: needs no second look at it)
+STATE_SIZE = 7
 #: ARRAY phases
 PH_START, PH_FIRST, PH_NEXT, PH_AFTER, PH_DONE = 0, 1, 2, 3, 4
 
@@ -226,6 +228,7 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
                     err[1] = F_KEY
                     err[3] = pack_key(ks, q - 1 - ks)
                     break
+                state[6] += 1
                 p = skip_value(buf, p, end, cls, wst, scratch, stack, pow5, pow10)
                 if p < 0:
                     p = end
@@ -778,6 +781,7 @@ def scan_events(mode, buf, end, final, opts, cls, wst, kw, pow5, pow10, seeds, l
                 code = E_UNKNOWN_KEY
                 err[3] = pack_key(ks, q - 1 - ks)
                 break
+            state[6] += 1
             p = skip_ws(buf, q, end, wst)
             if at(buf, p, end) != 58:
                 break

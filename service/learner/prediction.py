@@ -31,12 +31,16 @@ class Predictor:
         self._synced: tuple[int, int] = (-1, -1)  # (generation, fields) the copy has
         self.served = 0
 
-    def predict(self, model: Model, fields: FieldNumbering, body: bytes | bytearray
-                ) -> tuple[np.ndarray, np.ndarray]:
-        """(p, uncertainty) of a ``{"events": [...]}`` body (labels are ignored)."""
+    def predict(self, model: Model, fields: FieldNumbering, body: bytes | bytearray,
+                events_only: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+        """(p, uncertainty) of a ``{"events": [...]}`` body (labels are ignored);
+        ``events_only``: as ``Model.predict_json``'s."""
         # the scan's arrays go to the kernel without a Batch (most of a one-event
         # prediction's Python was building it)
-        p, u, errors = model.predict_json(body, self._format(model, fields))
+        scored = model.predict_json(body, self._format(model, fields), events_only)
+        if scored is None:
+            return None
+        p, u, errors = scored
         if errors:
             raise body_problem(body, sorted(errors, key=lambda e: e.index),
                                "nothing was predicted")

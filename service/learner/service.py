@@ -414,13 +414,17 @@ class LearnerService:
 
     # -- prediction ---------------------------------------------------------------------------
 
-    def predict(self, body: bytes | bytearray) -> tuple[np.ndarray, np.ndarray, int]:
+    def predict(self, body: bytes | bytearray, events_only: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, int] | None:
         """(p, uncertainty, model version) of a ``{"events": [...]}`` body; labels are
-        ignored and unknown fields weigh 0 (``prediction``)."""
+        ignored and unknown fields weigh 0 (``prediction``). ``events_only``: None, nothing
+        predicted, for a body that may hold a top-level key besides ``events``."""
         model = self.model
         assert self.fields is not None
-        p, u = self.predictor.predict(model, self.fields, body)
-        return p, u, model.rows
+        scored = self.predictor.predict(model, self.fields, body, events_only)
+        if scored is None:
+            return None
+        return *scored, model.rows
 
     @property
     def predictions_served(self) -> int:

@@ -66,9 +66,13 @@ class ReaderService:
         if not self.ready or not self.shared.refresh():
             raise not_ready("the model is loading and the kernels are compiling")
 
-    def predict(self, body: bytes | bytearray) -> tuple[np.ndarray, np.ndarray, int]:
+    def predict(self, body: bytes | bytearray, events_only: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, int] | None:
         version = self.shared.version  # the prediction reflects at least this version
-        p, u, errors = self.shared.predict(body)
+        scored = self.shared.predict(body, events_only)
+        if scored is None:
+            return None
+        p, u, errors = scored
         if errors:
             raise body_problem(body, sorted(errors, key=lambda e: e.index),
                                "nothing was predicted")

@@ -80,14 +80,15 @@ class SharedModel:
             self._table_no = table_no
         return True
 
-    def predict(self, body: bytes | bytearray) -> tuple[np.ndarray, np.ndarray,
-                                                         list[EventError]]:
+    def predict(self, body: bytes | bytearray, events_only: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, list[EventError]] | None:
         """(p, uncertainty, bad events) of a ``{"events": [...]}`` body (``refresh``
-        first). Unknown fields are registered in a private copy of the registry only."""
+        first). Unknown fields are registered in a private copy of the registry only.
+        ``events_only``: as ``Model.predict_json``'s."""
         assert self.model is not None
         fmt = self._fmt
         if fmt is None or len(fmt.registry) > self._fields + SPARE_FIELDS:
             options = replace(self.model.options, strict=self.strict)
             fmt = self._fmt = JsonlFormat(copy.deepcopy(self.model.registry), options,
                                           recycle=True)
-        return self.model.predict_json(body, fmt)
+        return self.model.predict_json(body, fmt, events_only)
