@@ -54,6 +54,21 @@ def _record(new_pos: np.ndarray, keys: np.ndarray, fields: np.ndarray, refs: np.
     counts[1] = used
 
 
+@kernel
+def _payload_bytes(new_pos: np.ndarray, kinds: np.ndarray) -> int:
+    """The arena bytes ``_record`` writes for the features at ``new_pos``."""
+    total = 0
+    for i in range(new_pos.size):
+        kind = kinds[new_pos[i]]
+        if kind >= 0:
+            total += kind
+        elif kind <= KIND_JSON_ESCAPED:
+            total += KIND_JSON_ESCAPED - kind
+        elif kind == KIND_PAIR:
+            total += 16
+    return total
+
+
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:
     if need <= arr.size:
         return arr
@@ -93,16 +108,16 @@ class NameStore:
             buf = np.zeros(1, dtype=np.uint8)
         else:
             kinds, refs, buf = batch.kinds, batch.refs, batch.buf
-        k = kinds[new_pos]
-        payload = np.where(k >= 0, k, np.where(k <= KIND_JSON_ESCAPED, KIND_JSON_ESCAPED - k,
-                                               np.where(k == KIND_PAIR, 16, 0)))
+        # (a kernel: the same sum with numpy's nested where took an eighth of `ctr train`'s
+        # learning loop on syn1m, where most rows bring new keys)
+        payload = _payload_bytes(new_pos, kinds)
         n = len(self)
         need = n + new_pos.size
         self.e_key = _grow(self.e_key, need)
         self.e_off = _grow(self.e_off, need)
         self.e_field = _grow(self.e_field, need)
         self.e_kind = _grow(self.e_kind, need)
-        self.arena = _grow(self.arena, int(self.counts[1]) + int(payload.sum()))
+        self.arena = _grow(self.arena, int(self.counts[1]) + int(payload))
         _record(new_pos, batch.keys, batch.fields, refs, kinds, buf, self.e_key, self.e_off,
                 self.e_field, self.e_kind, self.arena, self.counts)
         self._index = None
