@@ -16,17 +16,12 @@ from ftrl_core.readers.rows import KIND_JSON_ESCAPED, KIND_PAIR
 
 
 def reference_payload(kinds: np.ndarray) -> int:
-    """The bytes of each kind, from the formats' rules: a token's length (JSON-escaped ones
-    encoded as KIND_JSON_ESCAPED - length), 16 for a pair's two keys, none otherwise."""
-    total = 0
-    for kind in kinds.tolist():
-        if kind >= 0:
-            total += kind
-        elif kind <= KIND_JSON_ESCAPED:
-            total += KIND_JSON_ESCAPED - kind
-        elif kind == KIND_PAIR:
-            total += 16
-    return total
+    """The bytes of each kind, by the formats' rules, in numpy (as the sum was taken before
+    the kernel): a token's length (a JSON-escaped one's is encoded as KIND_JSON_ESCAPED -
+    length), 16 for a pair's two keys, none for the others."""
+    k = kinds.astype(np.int64)
+    escaped = np.where(k <= KIND_JSON_ESCAPED, KIND_JSON_ESCAPED - k, 0)
+    return int(np.where(k >= 0, k, 0).sum() + escaped.sum() + 16 * (k == KIND_PAIR).sum())
 
 
 def test_payload_bytes_equals_the_rule() -> None:
