@@ -40,10 +40,18 @@ def sigmoid(m: float) -> float:
 
 @inline_kernel
 def ftrl_weight(z: float, n: float, alpha: float, beta: float, l1: float, l2: float) -> float:
+    return ftrl_weight_root(z, math.sqrt(n), alpha, beta, l1, l2)
+
+
+@inline_kernel
+def ftrl_weight_root(z: float, root: float, alpha: float, beta: float, l1: float, l2: float
+                     ) -> float:
+    """``ftrl_weight`` given ``sqrt(n)``, for a caller that needs the root too (the
+    predictions' uncertainty): one square root per feature instead of two."""
     if abs(z) <= l1:
         return 0.0
     sign = 1.0 if z > 0.0 else -1.0
-    return -(z - sign * l1) / ((beta + math.sqrt(n)) / alpha + l2)
+    return -(z - sign * l1) / ((beta + root) / alpha + l2)
 
 
 @kernel
@@ -106,13 +114,13 @@ def ftrl_predict(words, stride, capacity, indptr, keys, fields, values, base, hy
         u = 0.0
         for j in range(indptr[r], indptr[r + 1]):
             s = find_slot(words, stride, capacity, keys[j])
-            n = 0.0
+            root = 0.0  # sqrt(n) of an absent key (n = 0)
             if s >= 0:
                 f = fields[j]
-                n = np.float64(state[4 * s + 3])
-                margin += values[j] * ftrl_weight(np.float64(state[4 * s + 2]), n, alpha, beta,
-                                                  field_l1[f], field_l2[f])
-            u += alpha * abs(values[j]) / (beta + math.sqrt(n))
+                root = math.sqrt(np.float64(state[4 * s + 3]))
+                margin += values[j] * ftrl_weight_root(np.float64(state[4 * s + 2]), root,
+                                                       alpha, beta, field_l1[f], field_l2[f])
+            u += alpha * abs(values[j]) / (beta + root)
         p_out[r] = sigmoid(margin)
         u_out[r] = u
 
