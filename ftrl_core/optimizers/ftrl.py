@@ -66,6 +66,9 @@ def ftrl_learn(words, stride, capacity, meta, indptr, keys, fields, values, labe
         longest = max(longest, indptr[r + 1] - indptr[r])
     slots = np.empty(longest, dtype=np.int64)
     w = np.empty(longest, dtype=np.float64)
+    # sqrt(n) of the row's coordinates as the weights read them, for the update's sigma: a
+    # row's keys are distinct (the readers merge repeats), so n is unchanged in between
+    roots = np.empty(longest, dtype=np.float64)
     for r in range(indptr.size - 1):
         a = indptr[r]
         b = indptr[r + 1]
@@ -82,9 +85,11 @@ def ftrl_learn(words, stride, capacity, meta, indptr, keys, fields, values, labe
                 n_new += 1
             slots[j - a] = s
             f = fields[j]
-            wj = ftrl_weight(np.float64(state[4 * s + 2]), np.float64(state[4 * s + 3]),
-                             alpha, beta, field_l1[f], field_l2[f])
+            root = math.sqrt(np.float64(state[4 * s + 3]))
+            wj = ftrl_weight_root(np.float64(state[4 * s + 2]), root, alpha, beta,
+                                  field_l1[f], field_l2[f])
             w[j - a] = wj
+            roots[j - a] = root
             margin += wj * values[j]
         p = sigmoid(margin)
         p_out[r] = p
@@ -94,7 +99,7 @@ def ftrl_learn(words, stride, capacity, meta, indptr, keys, fields, values, labe
             z = np.float64(state[4 * s + 2])
             n = np.float64(state[4 * s + 3])
             g = gscale * values[j]
-            sigma = (math.sqrt(n + g * g) - math.sqrt(n)) / alpha
+            sigma = (math.sqrt(n + g * g) - roots[j - a]) / alpha
             state[4 * s + 2] = np.float32(z + g - sigma * w[j - a])
             state[4 * s + 3] = np.float32(n + g * g)
         counters[0] += 1.0
