@@ -46,8 +46,8 @@ def ftrl_weight(z: float, n: float, alpha: float, beta: float, l1: float, l2: fl
 @inline_kernel
 def ftrl_weight_root(z: float, root: float, alpha: float, beta: float, l1: float, l2: float
                      ) -> float:
-    """``ftrl_weight`` given ``sqrt(n)``, for a caller that needs the root too (the
-    predictions' uncertainty): one square root per feature instead of two."""
+    """``ftrl_weight`` given ``sqrt(n)``, for a caller that needs the root too (a
+    prediction's uncertainty, an update's sigma): one square root per feature, not two."""
     if abs(z) <= l1:
         return 0.0
     sign = 1.0 if z > 0.0 else -1.0
@@ -67,7 +67,8 @@ def ftrl_learn(words, stride, capacity, meta, indptr, keys, fields, values, labe
     slots = np.empty(longest, dtype=np.int64)
     w = np.empty(longest, dtype=np.float64)
     # sqrt(n) of the row's coordinates as the weights read them, for the update's sigma: a
-    # row's keys are distinct (the readers merge repeats), so n is unchanged in between
+    # row's keys are distinct (the readers merge repeats, interactions included), so each
+    # n is still the one read when its update comes
     roots = np.empty(longest, dtype=np.float64)
     for r in range(indptr.size - 1):
         a = indptr[r]
