@@ -27,9 +27,11 @@ from http import HTTPStatus
 from typing import Any
 
 import msgspec
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from .direct import DirectAnswer, lean_app
 from .errors import Problem
+from .fastpath import LeanFastAPI
 
 
 def _raw_problem(problem: Problem) -> bytes:
@@ -119,6 +121,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         #: a request's head has begun and is not complete yet
         self._in_head = False
+        #: the app whose lean routes this connection answers itself (``direct``), if any
+        self._lean: LeanFastAPI | None = None
 
     # -- the cap --------------------------------------------------------------------------
 
@@ -134,7 +138,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().connection_made(transport)
         self.transport = JoinedWrites(transport, self.loop)  # type: ignore[assignment]
+        self._lean = lean_app(self.app)
         self._arm_head_timer()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # a lean route's request runs as its endpoint, not as the app (``direct``); not the
+        # 503 app uvicorn gives a request over its concurrency limit
+        if app is self.app and self._lean is not None:
+            endpoint = self._lean.lean_endpoint(cycle.scope["path"], cycle.scope["method"])
+            if endpoint is not None:
+                app = DirectAnswer(endpoint, cycle)
+        super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:

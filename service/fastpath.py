@@ -27,13 +27,13 @@ requests both ways over HTTP and compares the answers). Adding a route is one li
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.datastructures import State
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from .errors import Problem
 from .jsonroutes import JsonRoute, request_headers, run
@@ -58,6 +58,10 @@ LEAN_ROUTES: tuple[JsonRoute, ...] = (
 
 _JSON = (b"content-type", b"application/json")
 
+#: writes a whole 200 JSON answer (body, the headers after content-length and content-type)
+#: on the connection; False: declined, the answer goes the ASGI way (``direct``)
+WholeWriter = Callable[[bytes, tuple[tuple[bytes, bytes], ...]], bool]
+
 
 class LeanEndpoint:
     """One ``JsonRoute`` as a plain ASGI app. ``state`` holds ``keys`` and ``learner`` (the
@@ -76,6 +80,13 @@ class LeanEndpoint:
         self._ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.answer(scope, receive, send, None)
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send,
+                     whole: WholeWriter | None) -> None:
+        """The route's answer; a 200 goes to ``whole`` (the response's body and headers
+        beside the usual two) when given, unless it declines (then, as without it, to
+        ``send``)."""
         start = time.perf_counter()
         headers = request_headers(scope["headers"])
         given = sane_request_id(headers.request_id)
@@ -98,6 +109,8 @@ class LeanEndpoint:
                 # sends, and the request id
                 status, started = 200, True
                 content = reply.content
+                if whole is not None and whole(content, (*reply.headers, rid_header)):
+                    return
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-length", b"%d" % len(content)), _JSON, *reply.headers,
                     rid_header]})
@@ -140,13 +153,13 @@ class LeanFastAPI(FastAPI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.state = PlainState()
-        self._lean: dict[str, tuple[str, ASGIApp]] = {}
+        self._lean: dict[str, tuple[str, LeanEndpoint]] = {}
 
     def serve_lean(self, routes: Iterable[JsonRoute], metrics: AppMetrics) -> None:
         """Answer ``routes`` on the lean path, counted in ``metrics``. Each must have its
         FastAPI route (included already), which documents it."""
         api_routes = _api_routes(self)
-        lean: dict[str, tuple[str, ASGIApp]] = {}  # path: (method, app)
+        lean: dict[str, tuple[str, LeanEndpoint]] = {}  # path: (method, endpoint)
         for route in routes:
             found = [r for r in api_routes
                      if r.path == route.path and route.method in (r.methods or ())]
@@ -158,6 +171,11 @@ class LeanFastAPI(FastAPI):
             lean[route.path] = (route.method, LeanEndpoint(self.state, route, found[0],
                                                            metrics))
         self._lean = lean
+
+    def lean_endpoint(self, path: str, method: str) -> LeanEndpoint | None:
+        """The lean route answering ``method path``, if one does."""
+        lean = self._lean.get(path)
+        return lean[1] if lean is not None and lean[0] == method else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

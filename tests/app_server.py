@@ -19,6 +19,7 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.app import create_app
+from service.connections import LimitedHttpToolsProtocol
 from service.learner import LearnerService
 from service.settings import Settings
 
@@ -37,7 +38,7 @@ def main() -> None:
         LearnerService.predict = _failing_predict  # type: ignore[assignment,method-assign]
     app = create_app(Settings(), lean=not a.fastapi_only)
     uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="info", access_log=False,
-                lifespan="on", server_header=False)
+                lifespan="on", server_header=False, http=LimitedHttpToolsProtocol)
 
 
 if __name__ == "__main__":
