@@ -29,9 +29,8 @@ from typing import Any
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from .direct import DirectAnswer, lean_app
+from .direct import DirectAnswer, LeanRoutes, lean_app
 from .errors import Problem
-from .fastpath import LeanFastAPI
 
 
 def _raw_problem(problem: Problem) -> bytes:
@@ -122,7 +121,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         #: a request's head has begun and is not complete yet
         self._in_head = False
         #: the app whose lean routes this connection answers itself (``direct``), if any
-        self._lean: LeanFastAPI | None = None
+        self._lean: LeanRoutes | None = None
 
     # -- the cap --------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ proxy-headers one), the app's dispatch, and two ``send`` calls whose every heade
 by regular expressions and formatted in Python. In process, through uvicorn's protocol
 object, that was 18 of a single-event prediction's 65 us (``bench/app_cpu.py``, the
 "through uvicorn" rows). The connection (``connections.LimitedHttpToolsProtocol``) starts a
-lean route's request as a ``DirectAnswer`` instead of the app:
+lean route's request as a ``DirectAnswer`` instead of the app, for any app with lean routes
+(``LeanRoutes``: the service's, and a prediction worker's for its predictions):
 
 - the lean endpoint runs as it does in the app (same checks, same problems, metrics and
   request ids: ``fastpath.LeanEndpoint.answer``); every answer but a 200 is sent through
@@ -25,13 +26,13 @@ server's middleware) is called as usual.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from starlette.types import Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from .fastpath import LeanEndpoint, LeanFastAPI
+from .fastpath import LeanEndpoint
 
 #: the wrappers a lean route's request skips (see the module's docstring)
 BYPASSED = (ProxyHeadersMiddleware,)
@@ -40,11 +41,19 @@ _OK = b"HTTP/1.1 200 OK\r\n"
 _JSON_HEAD = b"content-length: %d\r\ncontent-type: application/json\r\n"
 
 
-def lean_app(app: Any) -> LeanFastAPI | None:
-    """The ``LeanFastAPI`` under ``app`` when only ``BYPASSED`` wrappers are between them."""
+@runtime_checkable
+class LeanRoutes(Protocol):
+    """An app with lean routes: ``fastpath.LeanFastAPI``, a prediction worker's app."""
+
+    def lean_endpoint(self, path: str, method: str) -> LeanEndpoint | None: ...
+
+
+def lean_app(app: Any) -> LeanRoutes | None:
+    """The app with lean routes under ``app`` when only ``BYPASSED`` wrappers are between
+    them."""
     while isinstance(app, BYPASSED):
         app = app.app
-    return app if isinstance(app, LeanFastAPI) else None
+    return app if isinstance(app, LeanRoutes) else None
 
 
 class DirectAnswer:

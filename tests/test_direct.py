@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +28,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from service.app import create_app
 from service.connections import LimitedHttpToolsProtocol
 from service.direct import DirectAnswer, lean_app
-from service.fastpath import LeanFastAPI
+from service.fastpath import LeanEndpoint, LeanFastAPI
 from service.settings import Settings
+from service.startup import model_builder
+from service.workers.publisher import SharedMemoryStore
+from service.workers.reader import ReaderApp
 
 AUTH = b"Authorization: Bearer k1\r\nContent-Type: application/json\r\n"
 
@@ -260,11 +264,21 @@ def test_with_the_access_log_the_answer_goes_the_asgi_way(
     assert any("POST /v1/predict" in m for m in records.messages)
 
 
-def test_only_known_wrappers_are_stepped_over() -> None:
+def test_only_known_wrappers_are_stepped_over(tmp_path: Path) -> None:
     app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
     assert isinstance(app, LeanFastAPI)
     assert lean_app(app) is app
     assert lean_app(ProxyHeadersMiddleware(app)) is app
     assert lean_app(MessageLoggerMiddleware(app)) is None
     assert lean_app(ProxyHeadersMiddleware(MessageLoggerMiddleware(app))) is None
+    assert lean_app(create_app(Settings(_env_file=None), lean=False)  # type: ignore[call-arg]
+                    ).lean_endpoint("/v1/predict", "POST") is None  # type: ignore[union-attr]
+    # a prediction worker's app answers its predictions on the connection too
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    SharedMemoryStore(tmp_path).open(model_builder(settings), None)  # a learner's model
+    reader = ReaderApp(settings, tmp_path)
+    assert lean_app(ProxyHeadersMiddleware(reader)) is reader
+    assert isinstance(reader.lean_endpoint("/v1/predict", "POST"), LeanEndpoint)
+    assert reader.lean_endpoint("/v1/predict", "GET") is None
+    assert reader.lean_endpoint("/readyz", "GET") is None
 

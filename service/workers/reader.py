@@ -112,6 +112,12 @@ class ReaderApp:
             ("GET", "/readyz"): wrap(self._readyz)}
         self._forward = wrap(self._proxied)
 
+    def lean_endpoint(self, path: str, method: str) -> LeanEndpoint | None:
+        """The lean route answering ``method path`` (predictions), for the connection to
+        run itself (``direct``)."""
+        app = self._local.get((method, path))
+        return app if isinstance(app, LeanEndpoint) else None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             app = self._local.get((scope["method"], scope["path"]), self._forward)
