@@ -142,8 +142,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         # a lean route's request runs as its endpoint, not as the app (``direct``); not the
-        # 503 app uvicorn gives a request over its concurrency limit
-        if app is self.app and self._lean is not None:
+        # 503 app uvicorn gives a request over its concurrency limit, and not with the
+        # access log on (whose line names the client the app's proxy-headers wrapper found)
+        if app is self.app and self._lean is not None and not self.access_log:
             endpoint = self._lean.lean_endpoint(cycle.scope["path"], cycle.scope["method"])
             if endpoint is not None:
                 app = DirectAnswer(endpoint, cycle)

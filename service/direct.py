@@ -4,10 +4,11 @@
 ASGI plumbing on the way there and back: the middleware uvicorn wraps every app in (its
 proxy-headers one), the app's dispatch, and two ``send`` calls whose every header is checked
 by regular expressions and formatted in Python. In process, through uvicorn's protocol
-object, that was 18 of a single-event prediction's 65 us (``bench/app_cpu.py``, the
-"through uvicorn" rows). The connection (``connections.LimitedHttpToolsProtocol``) starts a
-lean route's request as a ``DirectAnswer`` instead of the app, for any app with lean routes
-(``LeanRoutes``: the service's, and a prediction worker's for its predictions):
+object, that was about a sixth of a single-event prediction's CPU (``bench/app_cpu.py``,
+the "through uvicorn" rows: 60-71 us the ASGI way, 51-58 us this way). The connection
+(``connections.LimitedHttpToolsProtocol``) starts a lean route's request as a
+``DirectAnswer`` instead of the app, for any app with lean routes (``LeanRoutes``: the
+service's, and a prediction worker's for its predictions):
 
 - the lean endpoint runs as it does in the app (same checks, same problems, metrics and
   request ids: ``fastpath.LeanEndpoint.answer``); every answer but a 200 is sent through
@@ -16,12 +17,13 @@ lean route's request as a ``DirectAnswer`` instead of the app, for any app with 
   status line, the server's default headers, the endpoint's headers in the same order,
   ``connection: close`` when the connection ends), then the body, and the request cycle
   completed as ``send`` completes it. It declines (the answer goes through ``send``) when
-  uvicorn logs access or the transport asked to pause writing, which ``send`` handles.
+  the transport asked to pause writing, which ``send`` waits out.
 
 Only the wrappers named in ``BYPASSED`` are stepped over, each because the lean routes never
 read what it changes (the proxy-headers middleware rewrites the scope's client and scheme);
 an app wrapped in anything else (uvicorn's message logger at log level trace, another
-server's middleware) is called as usual.
+server's middleware) is called as usual, and so is every request when uvicorn logs access
+(its log line names the client the proxy-headers middleware found).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def write_json(cycle: RequestResponseCycle, content: bytes,
     """Write a 200 answer whole and complete ``cycle`` as uvicorn's ``send`` does for the
     two messages ``http.response.start`` (content-length, content-type, ``headers``) and
     ``http.response.body``; False, having done nothing, when ``send`` must (see above)."""
-    if cycle.access_log or cycle.flow.write_paused or cycle.response_started:
+    if cycle.flow.write_paused or cycle.response_started:
         return False
     if cycle.disconnected:  # what send does: nothing
         return True

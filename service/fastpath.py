@@ -179,9 +179,9 @@ class LeanFastAPI(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            lean = self._lean.get(scope["path"])
-            if lean is not None and lean[0] == scope["method"]:
-                await lean[1](scope, receive, send)
+            endpoint = self.lean_endpoint(scope["path"], scope["method"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
