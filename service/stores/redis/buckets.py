@@ -1,7 +1,9 @@
 """Exact 64-bit keys in Redis: coordinates bucketed into small hashes.
 
-Redis keeps a hash of up to ``hash-max-listpack-entries`` (128 by default) short fields as
-one listpack, a few bytes of overhead per field: with about 100 coordinates per hash a
+Redis keeps a hash of up to ``hash-max-listpack-entries`` short fields as one listpack (128
+in the ``redis.conf`` Redis ships; 512 compiled in, what a server started without a config
+file has, as the tests' and Docker's are), a few bytes of overhead per field: with about
+100 coordinates per hash a
 coordinate costs about 23 bytes (8-byte key field, 8-byte packed value, entry headers, the
 key's share). A coordinate's bucket is a hash of its key over the model's ``buckets``
 (fixed when the model is created: choose about live coordinates / 100), and its shard is
