@@ -3,7 +3,8 @@ sockets to a uvicorn server of the app in this process, with the options ``ctr s
 it: a lean route's request runs as its endpoint (the app is not called), and what reaches
 the client is byte for byte what the ASGI way writes (the connection's hook switched off),
 whatever the connection's state: keep-alive, ``Connection: close``, HTTP/1.0, pipelined
-requests, ``Expect: 100-continue``, problems, replayed idempotent requests, access log on."""
+requests, ``Expect: 100-continue``, problems, replayed idempotent requests. With the access
+log on, requests go through the app, as its log line needs."""
 
 from __future__ import annotations
 
