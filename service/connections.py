@@ -122,6 +122,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         #: the app whose lean routes this connection answers itself (``direct``), if any
         self._lean: LeanRoutes | None = None
+        #: when the connection's last response completed, None while it is not idle
+        self._idle_since: float | None = None
 
     # -- the cap --------------------------------------------------------------------------
 
@@ -150,6 +152,44 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 app = DirectAnswer(endpoint, cycle)
         super()._start_asgi_task(cycle, app)
 
+    # -- the keep-alive timeout, one timer per idle spell -----------------------------------
+    # uvicorn arms a timer when a response completes and cancels it when the next bytes
+    # come: a timer made and dropped per request (a few us of a single-event prediction's
+    # ~58). Here a response's end only notes the time; the one timer, when it fires, closes
+    # the connection if it has been idle since for the whole timeout, and otherwise waits
+    # out the rest (a busy connection's timer lapses; its next response arms one).
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None  # bytes came, or a response is completing: not idle
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, but for the timer: count the request, read again, start a pipelined
+        # request or else be idle from now on
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            self._idle_since = None
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        since = self._idle_since
+        if since is None:
+            return
+        left = since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
+
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
@@ -162,6 +202,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         if not self._refused:  # (a refused connection was never registered)
             super().connection_lost(exc)
 

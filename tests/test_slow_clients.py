@@ -29,8 +29,11 @@ def read_until_closed(s: socket.socket) -> bytes:
     while True:
         try:
             got = s.recv(65536)
-        except (ConnectionResetError, TimeoutError):
+        except ConnectionResetError:
             break
+        except TimeoutError:
+            raise AssertionError(f"not closed within {DEADLINE:g} s; got {out[:200]!r}") \
+                from None
         if not got:
             break
         out += got
@@ -87,6 +90,26 @@ def test_idle_keep_alive_connections_are_closed(
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         raw = read_until_closed(s)  # the answer, then the close once idle
     assert raw.startswith(b"HTTP/1.1 200")
+
+
+def test_a_connection_in_use_outlives_the_keep_alive_timeout(
+        fresh_server: Callable[..., ServerProcess]) -> None:
+    # the timeout counts from the last answer, not from the first: requests a second apart
+    # keep a connection with a 2 s timeout open for 4 s (the connection's one timer
+    # lapses while it is in use, and waits out the rest of the timeout when it is idle)
+    server = fresh_server("--keep-alive-timeout", "2", "--header-timeout", "30")
+    with connect(server) as s:
+        for i in range(5):
+            if i:
+                time.sleep(1.0)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            got = b""
+            while got.count(b"\r\n\r\n") < 1 or not got.endswith(b"}"):
+                chunk = s.recv(65536)
+                assert chunk, f"closed before answer {i + 1} of 5"
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 200"), got
+        assert read_until_closed(s) == b""  # then closed once idle for the timeout
 
 
 def test_connections_past_the_cap_get_503(fresh_server: Callable[..., ServerProcess]) -> None:
