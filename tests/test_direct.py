@@ -39,8 +39,8 @@ AUTH = b"Authorization: Bearer k1\r\nContent-Type: application/json\r\n"
 
 
 class Served:
-    def __init__(self, server: uvicorn.Server, port: int, app: LeanFastAPI) -> None:
-        self.server, self.port, self.app = server, port, app
+    def __init__(self, port: int) -> None:
+        self.port = port
 
     def exchange(self, raw: bytes, replies: int = 1, until_closed: bool = False) -> bytes:
         """Send ``raw`` on a new connection; the bytes of ``replies`` whole responses (all
@@ -107,7 +107,7 @@ def serving(access_log: bool = False) -> Iterator[Served]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    served = Served(server, port, app)
+    served = Served(port)
     try:
         deadline = time.monotonic() + 120
         while not ready(served):
