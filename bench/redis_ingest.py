@@ -13,7 +13,8 @@ stops the server (its workers flush what is left) and
 prints events/s, the progressive logloss (each event predicted before it was learned, by
 whichever worker took it) and its distance to `ctr train` on the same rows (one process,
 file order; target: within 0.002), then Redis `used_memory` above an empty server per
-stored coordinate (target: at most 40 B). Runs:
+stored coordinate (target: at most 40 B) and the most the shards held during the run (their
+`used_memory_peak`: with the delta log, the entries not yet compacted too). Runs:
 
 - `memory`: `--state memory://`, 1 worker (the reference the issue asks for beside it);
 - `exact`: exact 64-bit keys in bucketed small hashes (the default layout), 2 workers;
@@ -41,8 +42,8 @@ from redis_servers import RedisServer, start_redis
 LEARNER = ("--alpha", "0.2")
 
 
-def used_memory(server: RedisServer) -> int:
-    return int(server.client().info("memory")["used_memory"])
+def used_memory(server: RedisServer, key: str = "used_memory") -> int:
+    return int(server.client().info("memory")[key])
 
 
 def stored_coordinates(state: str) -> int:
@@ -120,6 +121,9 @@ def main() -> None:
                                 state, *sync, *durable) as server:
                         m = replay_json(server.url, a.data, tmp / "m.json", *size, *limit)
                     used = sum(used_memory(s) - e for s, e in zip(shards, empty, strict=True))
+                    # the most the shards held at once, the delta log's entries included
+                    peak = sum(used_memory(s, "used_memory_peak") - e
+                               for s, e in zip(shards, empty, strict=True))
                     coords = stored_coordinates(state)
                 finally:
                     for s in shards:
@@ -134,7 +138,8 @@ def main() -> None:
                       f"ctr train; |d| <= 0.002: {'ok' if abs(gap) <= 0.002 else 'MISS'}); "
                       f"{coords:,} coordinates, used_memory {used / 1e6:,.1f} MB = "
                       f"{used / max(coords, 1):.1f} B/coordinate (<= 40: "
-                      f"{'ok' if used / max(coords, 1) <= 40 else 'MISS'})")
+                      f"{'ok' if used / max(coords, 1) <= 40 else 'MISS'}); peak during the "
+                      f"run {peak / 1e6:,.1f} MB")
                 sys.stdout.flush()
 
 

@@ -1,5 +1,6 @@
 """What a flush costs Redis, per layout: server microseconds per coordinate (INFO
-commandstats of the flush script) and bytes of used_memory per coordinate.
+commandstats of the flush script; for the delta log, its appends and the compaction that
+folds them into the buckets) and bytes of used_memory per coordinate.
 
 Starts its own redis-server on a free loopback port (``--save '' --appendonly no``), seeds
 N coordinates of an FTRL model, then runs flushes of M distinct coordinates each through
@@ -47,7 +48,7 @@ def run(layout: str, n: int, per_flush: int, flushes: int, hash_bits: int, workd
     try:
         client = server.client()
         rng = np.random.default_rng(1)
-        if layout == "buckets":
+        if layout != "chunks":
             keys = np.unique(rng.integers(1, 2**63, size=n, dtype=np.uint64))
         else:
             slots = rng.choice(1 << hash_bits, size=n, replace=False).astype(np.uint64)
@@ -56,13 +57,14 @@ def run(layout: str, n: int, per_flush: int, flushes: int, hash_bits: int, workd
         recs = rng.random((keys.size, 2), dtype=np.float32) * np.float32(10)
         store_records(src.optimizer.table, keys, recs.view(np.uint64))
         client.info("memory")
-        warm = RedisState(server.url, "warm")
+        kind = None if layout == "chunks" else layout
+        warm = RedisState(server.url, "warm", layout=kind)
         warm.attach(model(hash_bits if layout == "chunks" else 0))
         mem0 = int(client.info("memory")["used_memory"])
         buckets = max(keys.size // 100, 1)
-        seed(RedisState(server.url, "bench", buckets=buckets), src)
+        seed(RedisState(server.url, "bench", buckets=buckets, layout=kind), src)
         mem1 = int(client.info("memory")["used_memory"])
-        worker = RedisState(server.url, "bench")
+        worker = RedisState(server.url, "bench", layout=kind)
         m = worker.attach(model(hash_bits if layout == "chunks" else 0))
         usec = 0
         coords = 0
@@ -83,8 +85,14 @@ def run(layout: str, n: int, per_flush: int, flushes: int, hash_bits: int, workd
             u1, _ = script_usec(client)
             usec += u1 - u0
             coords += per_flush
-        per = "bucket" if layout == "buckets" else "chunk slot"
-        extra = (f"{keys.size / buckets:.0f} coordinates per {per}" if layout == "buckets"
+        u0, _ = script_usec(client)
+        t0 = time.perf_counter()
+        worker.compact(force=True)  # the delta log's: folded into the buckets (else none)
+        wall += time.perf_counter() - t0
+        u1, _ = script_usec(client)
+        usec += u1 - u0
+        per = "chunk slot" if layout == "chunks" else "bucket"
+        extra = (f"{keys.size / buckets:.0f} coordinates per {per}" if layout != "chunks"
                  else f"2^{hash_bits} slots, {(mem1 - mem0) / (1 << hash_bits):.1f} B per slot")
         print(f"{layout:8s} {keys.size:>9,} coordinates ({extra}): "
               f"server {usec / coords:.2f} us/coordinate, client+server wall "
@@ -103,7 +111,7 @@ def main() -> None:
     ap.add_argument("--hash-bits", type=int, default=20)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/ctr-bench-redis"))
     args = ap.parse_args()
-    for layout in ("buckets", "chunks"):
+    for layout in ("log", "buckets", "chunks"):
         run(layout, args.coordinates, args.per_flush, args.flushes, args.hash_bits,
             args.workdir)
 

@@ -90,6 +90,75 @@ def _refresh(words, lanes, stride, capacity, meta, base, blanes,  # type: ignore
                 blanes[lb] = rlanes[lr]
 
 
+@kernel
+def _fold(words, lanes, stride, capacity, meta, base, blanes,  # type: ignore[no-untyped-def]
+          base_capacity, keys, rb, rc, blan, clan, width):
+    """Apply rows (key, base record ``rb``, current record ``rc``) in order, by the shared
+    merge rule: a record equal to the row's base becomes its current record (exact),
+    otherwise it gains ``current - base``, column by column in double precision. A key
+    with a record in ``base`` (``base_capacity`` > 0: the tracker's, learned on here since
+    the last flush) has that base record merged instead, and its cached record moves by as
+    much, so that what was learned here stays on top. ``lanes``, ``blanes``, ``blan`` and
+    ``clan`` are float views with ``width`` lanes per 64-bit word."""
+    per = stride - 1
+    for i in range(keys.size):
+        s = find_or_insert(words, stride, capacity, keys[i], meta)
+        if s < 0:
+            s = -1 - s
+        b = find_slot(base, stride, base_capacity, keys[i]) if base_capacity > 0 else -1
+        if b < 0:
+            same = True
+            for w in range(per):
+                if words[s * stride + 1 + w] != rb[i, w]:
+                    same = False
+            if same:
+                for w in range(per):
+                    words[s * stride + 1 + w] = rc[i, w]
+                continue
+            for w in range(per):
+                for j in range(width):
+                    lw = (s * stride + 1 + w) * width + j
+                    lr = (i * per + w) * width + j
+                    lanes[lw] = np.float64(lanes[lw]) + (np.float64(clan[lr])
+                                                         - np.float64(blan[lr]))
+            continue
+        same = True
+        for w in range(per):
+            if base[b * stride + 1 + w] != rb[i, w]:
+                same = False
+        for w in range(per):
+            for j in range(width):
+                lw = (s * stride + 1 + w) * width + j
+                lb = (b * stride + 1 + w) * width + j
+                lr = (i * per + w) * width + j
+                old = np.float64(blanes[lb])
+                if same:
+                    blanes[lb] = clan[lr]
+                else:
+                    blanes[lb] = old + (np.float64(clan[lr]) - np.float64(blan[lr]))
+                lanes[lw] = np.float64(lanes[lw]) + (np.float64(blanes[lb]) - old)
+
+
+def fold_rows(table: StateTable, keys: np.ndarray, base: np.ndarray, cur: np.ndarray,
+              dtype: type, pending: StateTable | None = None) -> None:
+    """Apply delta rows (``keys``, base and current records as (n, stride - 1) uint64) to
+    ``table`` in order, by the shared merge rule (``_fold``); with ``pending`` (a tracker's
+    base table), keys learned on since the last flush keep what was learned on top."""
+    if keys.size == 0:
+        return
+    table.ensure_room(keys.size)
+    per = table.stride - 1
+    rb = np.ascontiguousarray(base, dtype=np.uint64).reshape(keys.size, per)
+    rc = np.ascontiguousarray(cur, dtype=np.uint64).reshape(keys.size, per)
+    width = 8 // np.dtype(dtype).itemsize
+    p = pending if pending is not None and pending.size else None
+    pw = p.words if p is not None else np.zeros(table.stride, dtype=np.uint64)
+    _fold(table.words, table.words.view(dtype), table.stride, table.capacity, table.meta,
+          pw, pw.view(dtype), p.capacity if p is not None else 0,
+          np.ascontiguousarray(keys, dtype=np.uint64), rb, rc, rb.reshape(-1).view(dtype),
+          rc.reshape(-1).view(dtype), width)
+
+
 class DeltaTracker:
     """The base records of the coordinates touched since the last flush."""
 

@@ -148,10 +148,10 @@ async def test_snapshot_holds_every_worker_state(redis_shards: list[RedisServer]
             running_app(settings(state=state)) as b:
         await train_all(a, events[:400])
         await train_all(b, events[400:])  # a's cache has not seen these coordinates
+        cache_keys = a.app.state.learner.model.optimizer.table.size  # type: ignore[attr-defined]
         r = await a.post("/v1/model/snapshot")
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == len(events)
-        cache_keys = a.app.state.learner.model.optimizer.table.size  # type: ignore[attr-defined]
     saved = Model.load(Path(r.json()["path"]) / "model.ctr")
     assert saved.rows == len(events)
     assert saved.optimizer.table.size > cache_keys

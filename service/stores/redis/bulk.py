@@ -27,7 +27,7 @@ import numpy as np
 from ftrl_core.model import Model
 
 from ..errors import StoreError
-from . import fieldsync
+from . import deltalog, fieldsync
 from .transport import driver_errors
 
 if TYPE_CHECKING:
@@ -124,6 +124,11 @@ def snapshot(state: RedisState) -> Model:
             parts_k: list[np.ndarray] = []
             parts_r: list[np.ndarray] = []
             for shard in state.shards:
+                if state.logged:  # the buckets with the log's entries folded in
+                    keys, recs, _ = deltalog.read_folded(state, shard.index, locked=False)
+                    parts_k.append(keys)
+                    parts_r.append(recs)
+                    continue
                 for keys, recs in read_shard(state, shard.index):
                     parts_k.append(keys)
                     parts_r.append(recs)

@@ -1,19 +1,23 @@
 """When a worker pushes its pending deltas to the shards: the one flush policy.
 
-A flush costs Redis per *distinct* coordinate it carries (3-5 us of server time each,
-``bench/redis_layouts.py``), and the distinct coordinates per event fall as the window
-grows (syn1m: 9.8 per event at 1,000 events, 4.7 at 10,000, 2.2 at 100,000), so longer
-windows are cheaper per event; the price is staleness: a worker learns on its own updates
-only until the next flush brings the others'. The modes:
+A flush carries each *distinct* coordinate touched since the last one, and the distinct
+coordinates per event fall as the window grows (syn1m: 9.8 per event at 1,000 events, 4.7 at
+10,000, 2.2 at 100,000), so longer windows are cheaper per event: with the bucketed flush
+each costs Redis 3-5 us of server time (``bench/redis_layouts.py``); with the delta log
+(``deltalog``, exact keys' default) a flush is one append per shard, and what the window
+saves is rows for the workers to merge. The price is staleness: a worker learns on its own
+updates only until the next flush brings the others'. The modes:
 
 - ``--sync-every-events N`` / ``--sync-every-ms MS`` (either or both): flush once that many
   rows are pending, or the oldest pending delta is that old;
 - neither, with a data directory (the default of a durable service): **adaptive**: flush
-  once the oldest pending delta is ``ADAPTIVE_MS`` old, or sooner once the pending deltas
-  hold ``MAX_COORDINATES`` coordinates (which bounds how long one flush script holds a
-  shard). The answers do not wait for flushes (the worker's own log makes a batch
-  durable), so a window of this length costs no latency; the staleness it implies is at
-  most ``ADAPTIVE_MS`` plus one flush's round trip;
+  once the oldest pending delta is ``ADAPTIVE_MS`` old, or sooner once ``ADAPTIVE_ROWS``
+  rows are pending (what a worker learns without the others' updates is bounded in rows
+  too, so a faster service is not a staler one) or the pending deltas hold
+  ``MAX_COORDINATES`` coordinates (which bounds how long one flush script holds a shard).
+  The answers do not wait for flushes (the worker's own log makes a batch durable), so a
+  window of this length costs no latency; the staleness it implies is at most
+  ``ADAPTIVE_MS`` (and ``ADAPTIVE_ROWS`` rows) plus one flush's round trip;
 - neither, without a data directory: **immediate**: a batch is durable only once its
   flush is applied, so its answer waits for it, and a flush leaves as soon as the previous
   one is back (batches learned meanwhile ride together in the next, like a group commit).
@@ -30,6 +34,11 @@ from dataclasses import dataclass
 #: workers' throughput is past 100k events/s here while the progressive logloss stays
 #: within 0.002 of one process
 ADAPTIVE_MS = 250.0
+#: pending rows that make a flush due at once: the progressive logloss of two workers
+#: against one process grows with the rows each learns between two flushes (syn1m, 2
+#: workers: +0.0011-0.0013 at about 6,000 rows per worker and window, +0.0016-0.0019 at
+#: 10,000, +0.0020 at 13,000), so at high rates the window is bounded in rows
+ADAPTIVE_ROWS = 8_000
 #: pending coordinates that make a flush due at once: far above what a 250 ms window holds
 #: at 100k events/s (about 56k per worker on syn1m), a bound on one flush script's time on
 #: each shard (3-5 us a coordinate, split over the shards) when a burst comes
@@ -50,10 +59,14 @@ class FlushPolicy:
         return not (self.every_events or self.every_ms or self.durable_locally)
 
     @property
+    def adaptive(self) -> bool:
+        return not (self.every_events or self.every_ms) and self.durable_locally
+
+    @property
     def age_bound_ms(self) -> float:
         """The age at which pending deltas are flushed (0: no age bound)."""
         bounds = [b for b in (self.every_ms, self.cap_ms) if b > 0]
-        if not (self.every_events or self.every_ms) and self.durable_locally:
+        if self.adaptive:
             bounds.append(ADAPTIVE_MS)
         return min(bounds) if bounds else 0.0
 
@@ -65,6 +78,8 @@ class FlushPolicy:
         if self.immediate or coordinates >= MAX_COORDINATES:
             return True
         if self.every_events and rows >= self.every_events:
+            return True
+        if self.adaptive and rows >= ADAPTIVE_ROWS:
             return True
         bound = self.age_bound_ms
         return bool(bound) and age_ms >= bound
@@ -78,5 +93,6 @@ class FlushPolicy:
         if self.every_ms:
             parts.append(f"every {self.every_ms:g} ms")
         if not parts:
-            parts.append(f"adaptive ({ADAPTIVE_MS:g} ms or {MAX_COORDINATES} coordinates)")
+            parts.append(f"adaptive ({ADAPTIVE_MS:g} ms, {ADAPTIVE_ROWS} rows or "
+                         f"{MAX_COORDINATES} coordinates)")
         return ", ".join(parts)

@@ -26,7 +26,10 @@ slot, following MOVED / ASK.
 The flush protocol: before a batch is learned, ``before_learn`` captures the base records
 of its coordinates (and, for a cache that did not load every stored coordinate, reads the
 keys it lacks). When the store's policy says so (``RedisStore``; this class has none), one
-script call per shard applies the pending deltas; the replies (merged values) refresh the
+script call per shard applies the pending deltas: with the delta log (``deltalog``; exact
+keys, the default) it appends them to the shard's log and its reply brings the other
+workers' entries, merged into the cache (``_merge_entries``); with the bucketed flush
+(models that evict) the shard merges them and the replies (merged values) refresh the
 cache. Each call carries a flush id ``<worker>:<sequence>``, sequences growing by one per
 writing flush: a shard applies a worker's flush only if its sequence is above the last one
 it applied for that worker (``w:<worker>``), so a call resent after a lost reply, or after
@@ -36,17 +39,19 @@ values instead of being applied twice.
 A flush is three steps, so that the service can learn while one is on the wire:
 ``prepare`` (under the learner's lock: collects the deltas, the base table starts afresh),
 ``roundtrip`` (sockets only, in a worker thread), ``apply`` (under the lock: the merged
-values, plus whatever was learned on a key since ``prepare``; ``DeltaTracker.refresh``).
+values or entries, plus whatever was learned on a key since ``prepare``).
 One flush is in flight at a time; a failed one stays in flight and is resent unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -54,19 +59,20 @@ from typing import Any
 import numpy as np
 
 from ftrl_core.batch import Batch
-from ftrl_core.deltas import DeltaTracker
+from ftrl_core.deltas import DeltaTracker, fold_rows, store_records
 from ftrl_core.eviction import drop_keys
 from ftrl_core.fieldcounts import EVICTED
 from ftrl_core.fields import FieldRegistry
 from ftrl_core.hashing import field_of_keys
 from ftrl_core.model import Model
 
-from ..errors import IdentityError, StoreConfigError
+from ..errors import IdentityError, StoreConfigError, StoreError
 from ..urls import check_model_name, parse_state_url
-from . import fieldsync, transport
+from . import deltalog, fieldsync, transport
 from .buckets import BucketLayout
 from .chunks import ChunkLayout
 from .cluster import CLUSTER_GROUPS, ClusterMap, SlotGroup
+from .deltalog import DeltaLogLayout
 from .shard import Shard
 from .sweep import SharedSweep, SweepReport, trim_cache
 
@@ -111,7 +117,8 @@ class RedisState:
     def __init__(self, url: str, model_name: str = "default", *,
                  buckets: int | None = None, flush_ttl: int = FLUSH_TTL, retries: int = 5,
                  pause_timeout: float = 60.0, socket_timeout: float = 30.0,
-                 groups: int | None = None, worker: str | None = None) -> None:
+                 groups: int | None = None, worker: str | None = None,
+                 layout: str | None = None) -> None:
         parsed = parse_state_url(url)
         if parsed.scheme not in ("redis", "redis+cluster"):
             raise StoreConfigError(f"--state {url}: not a redis:// or redis+cluster:// URL")
@@ -129,6 +136,9 @@ class RedisState:
         #: field list and the flush ids ``flush_applied`` checks
         self.prefix = self.shards[0].prefix
         self.buckets = buckets
+        #: the layout of a new model with exact keys ('log' or 'buckets'; None: by the
+        #: model, ``_make_layout``); a stored model keeps its own
+        self.new_layout = layout
         self.flush_ttl = flush_ttl
         self.retries = retries
         self.pause_timeout = pause_timeout
@@ -169,15 +179,33 @@ class RedisState:
         self.sweeper: SharedSweep | None = None
         #: the last sweep's report (the service's /v1/model and the tests read it)
         self.last_sweep: SweepReport | None = None
+        #: the delta log (``deltalog``): per shard, the last entry merged into the cache
+        #: (none before the state is loaded); the first flush sequence this process
+        #: prepared (its entries are in the cache); when it last compacted, exchanged
+        self.cursors: dict[int, bytes] = {}
+        self.own_from = 0
+        self.compacted_at = time.monotonic()
+        self.exchanged_at = time.monotonic()
 
     # -- identity -------------------------------------------------------------------------
 
-    def _make_layout(self, model: Model, buckets: int) -> BucketLayout | ChunkLayout:
+    def _make_layout(self, model: Model, buckets: int, kind: str | None
+                     ) -> BucketLayout | ChunkLayout:
+        """The stored model's layout (``kind``), or a new model's: chunks with
+        --hash-bits, the bucketed hashes alone for a model that admits or evicts (the sweep
+        works on them), the delta log otherwise."""
         opt = model.optimizer
         if model.options.hash_bits:
             return ChunkLayout(opt.stride, opt.state_dtype, model.options.hash_bits,
                                len(self.shards))
-        return BucketLayout(opt.stride, opt.state_dtype, buckets, len(self.shards))
+        if kind == BucketLayout.kind or (kind is None and opt.bounds is not None):
+            return BucketLayout(opt.stride, opt.state_dtype, buckets, len(self.shards))
+        return DeltaLogLayout(opt.stride, opt.state_dtype, buckets, len(self.shards))
+
+    @property
+    def logged(self) -> bool:
+        """Whether the model's layout is the delta log."""
+        return isinstance(self.layout, DeltaLogLayout)
 
     def _slot_groups(self, n: int) -> list[SlotGroup]:
         assert self.cluster is not None
@@ -204,7 +232,8 @@ class RedisState:
         stored = self.stored_config()
         buckets = self.buckets or (stored or {}).get("store", {}).get("buckets") \
             or DEFAULT_BUCKETS
-        layout = self._make_layout(model, int(buckets))
+        kind = (stored or {}).get("store", {}).get("layout") if stored else self.new_layout
+        layout = self._make_layout(model, int(buckets), kind)
         for shard in self.shards:
             mine = self._record(model, layout, shard.index)
             old = self.call(shard.index, "set", shard.prefix + "config", mine, nx=True,
@@ -299,7 +328,10 @@ class RedisState:
                     "`ctr train --state` once the fields exist, or feed it through the service")
             self.fields_known = len(model.registry)
         cache = model.optimizer.table
-        if self.fetch_missing:
+        if self.logged:  # the whole state in the cache, kept current by the log
+            if len(self.cursors) < len(self.shards):
+                self.load_all()
+        elif self.fetch_missing:
             missing = self.tracker.missing(cache, batch)
             if missing.size:
                 self._exchange(write=False, missing=missing, counters=False)
@@ -315,6 +347,7 @@ class RedisState:
                                            or self.answers):
             return
         self._exchange(write=True, missing=np.empty(0, dtype=np.uint64), counters=True)
+        self.compact()
 
     @property
     def rows_unflushed(self) -> int:
@@ -357,6 +390,17 @@ class RedisState:
         return int(raw) if raw is not None else 0
 
     def close(self) -> None:
+        if self.logged and self.cursors:
+            for shard in self.shards:
+                # on failure kept until it ages out (deltalog.CURSOR_KEEP_MS)
+                with contextlib.suppress(StoreError):
+                    deltalog.forget_cursor(self, shard.index)
+            if self.in_flight is None:
+                try:  # the log folded and trimmed: no memory beyond the buckets
+                    self.compact(force=True)
+                except StoreError as exc:
+                    log.info("model %r: the delta log was not folded at close (%s)",
+                             self.name, exc)
         for shard in self.shards:
             shard.close()
         if self.cluster is not None:
@@ -395,6 +439,7 @@ class RedisState:
                 sent = base.any(axis=1) | cur.any(axis=1)
                 keys, base, cur = keys[sent], base[sent], cur[sent]
             self.seq += 1
+            self.own_from = self.own_from or self.seq
             flush_id = f"{self.worker}:{self.seq}"
         else:
             keys = np.empty(0, dtype=np.uint64)
@@ -414,13 +459,20 @@ class RedisState:
             i = shard.index
             wsel = np.flatnonzero(wshard == i)
             rsel = np.flatnonzero(rshard == i)
-            if not (wsel.size or rsel.size or (i == 0 and counters)):
+            # the delta log: every shard, for the entries the others appended
+            if not (wsel.size or rsel.size or (i == 0 and counters) or self.logged):
                 continue
             prefix = shard.prefix.encode()
             declared = [prefix + b"w:" + self.worker.encode(), prefix + b"pause"]
             head = [prefix, flush_id.encode(), str(self.flush_ttl).encode(),
                     cb if i == 0 else b"", cc if i == 0 else b"",
                     answers if i == 0 else b""]
+            if isinstance(self.layout, DeltaLogLayout):
+                payload = self.layout.encode_flush(
+                    shard.sha or "", declared, head, self.worker.encode(),
+                    self.cursors.get(i, b""), keys[wsel], base[wsel], cur[wsel])
+                calls[i] = (payload, keys[wsel], missing[:0])
+                continue
             payload, wo, ro = self.layout.encode(shard.sha or "", declared, head, keys[wsel],
                                                  base[wsel], cur[wsel], missing[rsel], stamp)
             calls[i] = (payload, keys[wsel][wo], missing[rsel][ro])
@@ -452,7 +504,17 @@ class RedisState:
         opt = self.model.optimizer
         nc = self.ncounters
         merged_counters = None
+        self.exchanged_at = time.monotonic()
         for i, (_, wkeys, rkeys) in flush.calls.items():
+            if self.logged:
+                _status, got_counters, entries, behind = replies[i]
+                if behind:
+                    self._resync(i)
+                else:
+                    self._merge_entries(i, entries)
+                if got_counters:
+                    merged_counters = np.frombuffer(got_counters, dtype="<f8").copy()
+                continue
             _status, got_counters, body = replies[i]
             recs = self.layout.decode(body, wkeys.size + rkeys.size)
             both = np.concatenate([wkeys, rkeys])
@@ -472,6 +534,79 @@ class RedisState:
         if flush is self.in_flight:
             self.in_flight = None
             self.flushes += 1
+
+    # -- the delta log (``deltalog``) ---------------------------------------------------------
+
+    def _merge_entries(self, i: int, flat: list[bytes]) -> None:
+        """Merge the entries a flush's reply brought from shard ``i`` (after the cursor it
+        was sent with: those up to the cursor now, met again when a flush is resent, and
+        this process's own are skipped) and move the cursor past them."""
+        assert self.model is not None and isinstance(self.layout, DeltaLogLayout)
+        cursor = self.cursors.get(i)
+        if cursor is None or not flat:
+            return
+        rows = []
+        for k in range(0, len(flat), 3):
+            entry, flush_id, blob = flat[k], flat[k + 1], flat[k + 2]
+            if not deltalog.id_before(cursor, entry):
+                continue
+            cursor = entry
+            if not deltalog.own_entry(flush_id, self.worker, self.own_from):
+                rows.append(blob)
+        self.cursors[i] = cursor
+        if rows:
+            opt = self.model.optimizer
+            keys, base, cur = self.layout.rows(rows)
+            fold_rows(opt.table, keys, base, cur, opt.state_dtype, self.tracker.base)
+
+    def load_all(self) -> None:
+        """Read every shard's state into the cache (``deltalog.read_folded``) and start
+        each shard's cursor there."""
+        assert self.model is not None
+        table = self.model.optimizer.table
+        for shard in self.shards:
+            keys, recs, last = deltalog.read_folded(self, shard.index)
+            store_records(table, keys, recs)
+            self.cursors[shard.index] = last
+            deltalog.note_cursor(self, shard.index, last)
+
+    def _resync(self, i: int) -> None:
+        """Shard ``i`` trimmed entries this worker had not read (it was gone for
+        ``deltalog.CURSOR_KEEP_MS``): its state read again, what was learned here since the
+        last flush kept on top (``DeltaTracker.refresh``)."""
+        assert self.model is not None
+        opt = self.model.optimizer
+        log.warning("model %r: shard %s trimmed log entries this worker had not read; "
+                    "reading its state again", self.name, self.shards[i].url)
+        keys, recs, last = deltalog.read_folded(self, i)
+        self.tracker.refresh(opt.table, keys, recs, opt.state_dtype)
+        self.cursors[i] = last
+        deltalog.note_cursor(self, i, last)
+
+    def compact(self, force: bool = False) -> int:
+        """Fold the delta log into the buckets on every shard, every
+        ``deltalog.COMPACT_EVERY`` seconds (``force``: now, until the log is folded); the
+        coordinates written. Sockets only: no cache access."""
+        if not self.logged or not (force or time.monotonic() - self.compacted_at
+                                   >= deltalog.COMPACT_EVERY):
+            return 0
+        self.compacted_at = time.monotonic()
+        written = 0
+        for shard in self.shards:
+            # forced: until the log is folded, or as many calls as a few seconds of
+            # traffic take (other workers may go on appending meanwhile)
+            for _ in range(64 if force else 1):
+                n = deltalog.compact(self, shard.index, trim=force)
+                written += n
+                if not n:
+                    break
+        return written
+
+    @property
+    def catch_up_due(self) -> bool:
+        """An idle worker's read of the log is due (its cursor kept live, its cache
+        current)."""
+        return self.logged and time.monotonic() - self.exchanged_at >= deltalog.CATCH_UP_EVERY
 
     def _drop_absent(self, keys: np.ndarray, recs: np.ndarray, cached: np.ndarray) -> None:
         """A zero record in a reply is a key the shared state does not hold (never

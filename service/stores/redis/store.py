@@ -48,7 +48,7 @@ from ..base import Claim, Opened, load_model_in
 from ..checkpoints import Checkpoint
 from ..errors import NotYetDurable, StoreError, StoreUnavailable
 from ..wal import FsyncPolicy, Kind, Record, WriteAheadLog
-from . import idempotency, join_log, staging, worker_log
+from . import deltalog, idempotency, join_log, staging, worker_log
 from .bulk import read_shard, seed, snapshot
 from .health import ShardHealth
 from .policy import FlushPolicy
@@ -152,7 +152,10 @@ class RedisStore:
         not be one point in time; a later flush of a coordinate refreshes it."""
         loaded = 0
         table = model.optimizer.table
-        for shard in self.state.shards:
+        if self.state.logged:  # with the log's entries folded in, under its lock
+            self.state.load_all()
+            loaded = table.size
+        for shard in self.state.shards if not self.state.logged else []:
             for keys, recs in read_shard(self.state, shard.index):
                 store_records(table, keys, recs)
                 loaded += int(keys.size)
@@ -353,10 +356,13 @@ class RedisStore:
         woken by a learned batch)."""
         if self.state.in_flight is not None:
             return max(RETRY_EVERY - (time.monotonic() - self.failed_at), 0.01)
+        # the delta log: compactions and an idle worker's reads come on a timer too
+        idle = deltalog.COMPACT_EVERY if self.state.logged else None
         bound = self.policy.age_bound_ms / 1000.0
         if not self._pending() or self._pending_since is None or not bound:
-            return None
-        return max(bound - (time.monotonic() - self._pending_since), 0.001)
+            return idle
+        due = max(bound - (time.monotonic() - self._pending_since), 0.001)
+        return due if idle is None else min(due, idle)
 
     async def _flusher(self) -> None:
         while True:
@@ -367,6 +373,36 @@ class RedisStore:
             if self._due():
                 with contextlib.suppress(StoreUnavailable):
                     await self.flush_once()
+            elif self.state.catch_up_due and self.state.in_flight is None \
+                    and not self._pending():  # (a read would drop unflushed counters)
+                with contextlib.suppress(StoreUnavailable):
+                    await self.catch_up()
+            await self._compact()
+
+    async def _compact(self) -> None:
+        """Fold the delta log into the buckets when due (``RedisState.compact``): the
+        flush timer's, and after a sync (the stream consumer flushes that way); not while a
+        shard is down (the kept flush is what the timer retries then)."""
+        if not self.health.healthy or self.error is not None:
+            return
+        try:
+            await run_to_end(self.state.compact)
+        except StoreError as exc:
+            log.warning("state store %s: the delta log's compaction failed (%s); tried "
+                        "again later", self.url, exc)
+
+    async def catch_up(self) -> None:
+        """An idle worker's read of the delta log (``deltalog``): the others' entries
+        merged, its cursor kept live."""
+        assert self._lock is not None
+        async with self._flush_lock:
+            async with self._lock:
+                job = self.state.prepare(write=False)
+            if job is None:
+                return
+            replies = await run_to_end(lambda: self.state.roundtrip(job))
+            async with self._lock:
+                self.state.apply(job, replies)
 
     async def _sweeper(self) -> None:
         """Evict in the shared state every ``sweep.SWEEP_EVERY`` seconds: the calls from a
@@ -484,6 +520,7 @@ class RedisStore:
             return
         while self.state.in_flight is not None or self._pending():
             await self.flush_once()
+        await self._compact()
 
     # -- checkpoints and copies ---------------------------------------------------------------
 

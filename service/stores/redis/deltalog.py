@@ -1,0 +1,254 @@
+"""The delta log: exact 64-bit keys whose shards keep the workers' deltas, which the
+workers merge.
+
+With the bucketed layout alone (``buckets``) every flush has Redis merge each coordinate it
+carries in Lua: 4-6 us of server time per coordinate, four to five coordinates per event at
+the default window, which is what two cores could not carry. Here a flush costs Redis one
+append, whatever it holds:
+
+- **a flush** appends its rows ([key][base record][current record], as the bucketed flush
+  sends them) to the shard's log, a stream, as one entry (fields ``f``: the flush id, ``d``:
+  the rows), under the same flush id rule (a resent flush is not appended twice). Its reply
+  brings the entries other workers appended since this worker's cursor, which the worker
+  merges into its cache itself (``ftrl_core.deltas.fold_rows``: the merge rule of the
+  bucketed script, in compiled code), the keys it learned on meanwhile keeping their own
+  learning on top. A worker thus gets every other worker's update at its next flush, not
+  only those of the keys it wrote;
+- **the bucketed hashes** (the same ``b:<bucket>`` hashes, the same records) hold the state
+  as of one entry, ``pos``. Every ``COMPACT_EVERY`` seconds one worker folds the entries
+  after ``pos`` into them (``compact``): it reads the buckets' values of the keys those
+  entries touch, applies the entries in log order by the same rule, and writes the results
+  with one script call that applies only if ``pos`` did not move and the worker still holds
+  the compaction lock. A coordinate touched by many flushes in that time is written once;
+- **readers** (a worker starting, a snapshot, ``ctr load-state``) read the buckets and fold
+  the entries after ``pos`` (``read_folded``), with the lock held (or flushes paused) so
+  that no compaction moves ``pos`` meanwhile;
+- **the trim**: a compaction drops the entries that every live worker has read (each call
+  notes the worker's cursor and the time in the hash ``cur``; a cursor not renewed for
+  ``CURSOR_KEEP_MS`` is a worker gone). A worker whose cursor fell below the trim (it was
+  gone that long) is told so and reads its shard's state again (``RedisState``).
+
+One worker reproduces the memory store exactly, as before: its rows' base records equal the
+stored ones, so each becomes its current record. Several workers' caches may differ from
+the stored state by the rounding of the order they merged in (float32 records), as they do
+with the bucketed layout. Models that admit or evict keep the bucketed layout (the sweep
+works on stored coordinates and their ages), and a model keeps the layout it was created
+with.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ftrl_core.deltas import fold_rows, store_records
+from ftrl_core.table import StateTable
+
+from ..errors import StoreUnavailable
+from . import transport
+from .buckets import BucketLayout
+from .resp import command
+
+if TYPE_CHECKING:
+    from .state import RedisState
+
+#: seconds between two compactions of a worker's shards: a longer time folds more repeats of
+#: a coordinate into one write (syn1m: 4.7 distinct coordinates per event in 10,000 events,
+#: 2.2 in 100,000) but lets the log grow longer (about 24 B per row at 2 float32 columns)
+COMPACT_EVERY = 2.0
+#: entries folded by one compaction call at most (its script holds the shard meanwhile)
+COMPACT_ENTRIES = 64
+#: how long (ms) a worker's cursor keeps the entries it has not read from the trim
+CURSOR_KEEP_MS = 60_000
+#: the compaction lock's lifetime (ms), and a reader's
+LOCK_MS = 30_000
+READ_LOCK_MS = 120_000
+#: the read exchange of an idle worker (s): keeps its cursor live and its cache current
+CATCH_UP_EVERY = 5.0
+START = b"0-0"
+
+
+class DeltaLogLayout(BucketLayout):
+    """Encode the delta log's calls (``log.lua``); the buckets as ``BucketLayout``."""
+
+    script = "log.lua"
+    kind = "log"
+
+    def encode_flush(self, sha: str, declared: list[bytes], head: list[bytes], worker: bytes,
+                     cursor: bytes, keys: np.ndarray, base: np.ndarray, cur: np.ndarray
+                     ) -> bytes:
+        rows = np.concatenate([keys[:, None].view(np.uint8),
+                               base.view(np.uint8).reshape(keys.size, self.width),
+                               cur.view(np.uint8).reshape(keys.size, self.width)], axis=1)
+        return command(b"EVALSHA", sha, len(declared), *declared, *head, b"f", worker, cursor,
+                       np.ascontiguousarray(rows).tobytes())
+
+    def encode_compaction(self, sha: str, declared: list[bytes], prefix: bytes, token: bytes,
+                          pos: bytes, new_pos: bytes, keys: np.ndarray, recs: np.ndarray
+                          ) -> bytes:
+        bucket, _ = self.route(keys)
+        order = np.argsort(bucket, kind="stable")
+        rows = np.concatenate([keys[order, None].view(np.uint8),
+                               recs[order].view(np.uint8).reshape(keys.size, self.width)],
+                              axis=1)
+        blob = self._blob(bucket[order], np.ascontiguousarray(rows))
+        head = [prefix, b"", b"1", b"", b"", b""]
+        return command(b"EVALSHA", sha, len(declared), *declared, *head, b"c", token, pos,
+                       new_pos, blob, self.width, CURSOR_KEEP_MS)
+
+    def rows(self, blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, base records, current records) of entries' rows, in order."""
+        data = np.frombuffer(b"".join(blobs), dtype=np.uint64) if blobs else \
+            np.empty(0, dtype=np.uint64)
+        step = 1 + 2 * self.words
+        if data.size % step:
+            raise ValueError(f"log rows of {data.size} words, not a multiple of {step}")
+        table = data.reshape(-1, step)
+        return (np.ascontiguousarray(table[:, 0]),
+                np.ascontiguousarray(table[:, 1:1 + self.words]),
+                np.ascontiguousarray(table[:, 1 + self.words:]))
+
+
+def id_before(a: bytes, b: bytes) -> bool:
+    """Whether stream id ``a`` comes before ``b``."""
+    am, _, aseq = a.partition(b"-")
+    bm, _, bseq = b.partition(b"-")
+    return (int(am), int(aseq or 0)) < (int(bm), int(bseq or 0))
+
+
+def own_entry(flush_id: bytes, worker: str, own_from: int) -> bool:
+    """Whether an entry was appended by a flush this process prepared (its deltas are in
+    the cache already): this worker's id and a sequence from ``own_from`` on. A flush of an
+    earlier run of the same worker (resent from its log) is merged like any other's."""
+    who, _, seq = flush_id.decode().rpartition(":")
+    return own_from > 0 and who == worker and int(seq) >= own_from
+
+
+def _lock(state: RedisState, i: int, ms: int, wait: float) -> bytes | None:
+    """Take shard ``i``'s compaction lock (waiting up to ``wait`` s); its token or None."""
+    key = state.shards[i].prefix + "lock"
+    token = os.urandom(8).hex().encode()
+    deadline = time.monotonic() + wait
+    while True:
+        if state.call(i, "set", key, token, nx=True, px=ms):
+            return token
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
+def _unlock(state: RedisState, i: int, token: bytes) -> None:
+    key = state.shards[i].prefix + "lock"
+    if state.call(i, "get", key) == token:
+        state.call(i, "delete", key)
+
+
+def _entries(state: RedisState, i: int, after: bytes, count: int | None = None
+             ) -> list[tuple[bytes, bytes, bytes]]:
+    """(id, flush id, rows) of shard ``i``'s entries after ``after``."""
+    got = state.call(i, "xrange", state.shards[i].prefix + "log", b"(" + after, b"+",
+                     count=count)
+    return [(e[0], e[1][b"f"], e[1][b"d"]) for e in got]
+
+
+def _stored(state: RedisState, i: int, layout: DeltaLogLayout, keys: np.ndarray
+            ) -> np.ndarray:
+    """The stored records of ``keys`` (zero where not stored) in shard ``i``'s buckets, as
+    (n, words) uint64 in the order of ``keys``: one read-only script call."""
+    bucket, _ = layout.route(keys)
+    order = np.argsort(bucket, kind="stable")
+    blob = layout._blob(bucket[order], np.ascontiguousarray(keys[order, None].view(np.uint8)))
+    shard = state.shards[i]
+    prefix = shard.prefix.encode()
+    payload = command(b"EVALSHA", shard.sha or "", 2, prefix + b"pos", prefix + b"pause",
+                      prefix, b"", b"1", b"", b"", b"", b"r", blob, layout.width)
+    with state.wire:
+        reply = transport.roundtrip(state, {i: payload})[i]
+    recs = np.empty((keys.size, layout.words), dtype=np.uint64)
+    recs[order] = layout.decode(reply[2], keys.size)
+    return recs
+
+
+def read_folded(state: RedisState, i: int, locked: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, bytes]:
+    """(keys, records, last entry id) of shard ``i``'s state: its buckets with the entries
+    after ``pos`` folded in. ``locked``: hold the compaction lock meanwhile (a caller that
+    paused the shard's flushes and compactions passes False)."""
+    from .bulk import read_shard
+
+    layout = state.layout
+    assert isinstance(layout, DeltaLogLayout) and state.model is not None
+    token = _lock(state, i, READ_LOCK_MS, state.pause_timeout) if locked else None
+    if locked and token is None:
+        raise StoreUnavailable(f"shard {state.shards[i].url}: the compaction lock stayed "
+                               f"taken for {state.pause_timeout:g} s")
+    try:
+        pos = state.call(i, "get", state.shards[i].prefix + "pos") or START
+        table = StateTable(state.model.optimizer.stride)
+        for keys, recs in read_shard(state, i):
+            store_records(table, keys, recs)
+        entries = _entries(state, i, pos)
+    finally:
+        if token is not None:
+            _unlock(state, i, token)
+    if entries:
+        keys, base, cur = layout.rows([e[2] for e in entries])
+        fold_rows(table, keys, base, cur, state.model.optimizer.state_dtype)
+    records = table.records()
+    last = entries[-1][0] if entries else pos
+    return np.ascontiguousarray(records[:, 0]), np.ascontiguousarray(records[:, 1:]), last
+
+
+def compact(state: RedisState, i: int, trim: bool = False) -> int:
+    """Fold shard ``i``'s oldest entries after ``pos`` into its buckets (at most
+    ``COMPACT_ENTRIES``); the distinct coordinates written (0: nothing to fold, or another
+    worker or a reader holds the lock). ``trim``: with nothing to fold, trim the log all
+    the same (a worker stopping)."""
+    layout = state.layout
+    assert isinstance(layout, DeltaLogLayout) and state.model is not None
+    shard = state.shards[i]
+    token = _lock(state, i, LOCK_MS, 0.0)
+    if token is None:
+        return 0
+    try:
+        pos = state.call(i, "get", shard.prefix + "pos") or START
+        entries = _entries(state, i, pos, COMPACT_ENTRIES)
+        if not entries and not (trim and state.call(i, "xlen", shard.prefix + "log")):
+            return 0
+        keys, base, cur = layout.rows([e[2] for e in entries])
+        stride = state.model.optimizer.stride
+        table = StateTable(stride)  # the distinct keys: a hash table, not a sort
+        store_records(table, keys, np.zeros((keys.size, stride - 1), dtype=np.uint64))
+        touched = table.keys()
+        table = StateTable(stride)
+        if touched.size:
+            store_records(table, touched, _stored(state, i, layout, touched))
+        fold_rows(table, keys, base, cur, state.model.optimizer.state_dtype)
+        recs = table.words.reshape(table.capacity, table.stride)[table.lookup(touched), 1:]
+        prefix = shard.prefix.encode()
+        declared = [prefix + b"pos", prefix + b"pause"]
+        payload = layout.encode_compaction(shard.sha or "", declared, prefix, token, pos,
+                                           entries[-1][0] if entries else pos, touched,
+                                           np.ascontiguousarray(recs))
+        with state.wire:
+            reply = transport.roundtrip(state, {i: payload})[i]
+        return int(touched.size) if reply[0] == b"compacted" else 0
+    finally:
+        _unlock(state, i, token)  # the script released it when it applied
+
+
+def note_cursor(state: RedisState, i: int, cursor: bytes) -> None:
+    """Record a cursor just read (a worker that loaded its shard) as live, so that the
+    trim spares the entries after it until its first flush."""
+    now = int(time.time() * 1000)
+    state.call(i, "hset", state.shards[i].prefix + "cur", state.worker,
+               cursor + b" " + str(now).encode())
+
+
+def forget_cursor(state: RedisState, i: int) -> None:
+    """A worker stopping: its cursor no longer holds the trim back."""
+    state.call(i, "hdel", state.shards[i].prefix + "cur", state.worker)

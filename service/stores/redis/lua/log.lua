@@ -1,0 +1,149 @@
+-- The delta log (deltalog.py): a flush appends its rows to the shard's log, a stream, as
+-- one entry; Redis does no per-coordinate work for it. The workers merge the others'
+-- entries into their caches, and a compaction (any worker, now and then) folds the log into
+-- the bucketed hashes, which then hold the state as of the entry `pos`.
+-- ARGV[7]: 'f' (a flush, or a read when the flush id is ''), 'r' (stored records, for a
+-- compaction) or 'c' (a compaction).
+-- 'f': ARGV[8] the worker's id, ARGV[9] its cursor (the last entry it merged; '' before it
+-- loaded the state: no entries are returned), ARGV[10] the rows, each [key 8][base W]
+-- [cur W] ('' none). A fresh flush appends them (fields f: the flush id, d: the rows).
+-- Reply: {status, counters, {id, flush id, rows, ...} of the entries after the cursor,
+-- behind}: behind is 1 when entries after the cursor were trimmed (the worker reads the
+-- state again); the cursor and the time are noted in the hash `cur` (the trim spares the
+-- entries a live worker has not read).
+-- 'c': ARGV[8] the compaction lock's token, ARGV[9] the `pos` it started from, ARGV[10]
+-- the last entry it folded, ARGV[11] the folded records grouped by bucket, [bucket u32]
+-- [count u32] then count x [key 8][record W], ARGV[12] W, ARGV[13] how long (ms) a
+-- worker's cursor counts as live. Applied only while the lock is the caller's and `pos`
+-- is unchanged (another compaction, or a reader holding the lock, wins); then the log is
+-- trimmed up to the oldest live cursor (or the new `pos`), and the lock released.
+local op = ARGV[7]
+local logkey = prefix .. 'log'
+
+-- stream ids 'ms-seq' in order
+local function before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  if am ~= bm then
+    return am < bm
+  end
+  return tonumber(as) < tonumber(bs)
+end
+
+if op == 'f' then
+  if fresh and ARGV[10] ~= '' then
+    redis.call('XADD', logkey, '*', 'f', flush_id, 'd', ARGV[10])
+  end
+  local cursor = ARGV[9]
+  local out = {}
+  local behind = 0
+  if cursor ~= '' then
+    local trim = redis.call('GET', prefix .. 'trim')
+    if trim and before(cursor, trim) then
+      behind = 1
+    else
+      local n = 0
+      for _, e in ipairs(redis.call('XRANGE', logkey, '(' .. cursor, '+')) do
+        out[n + 1] = e[1]
+        out[n + 2] = e[2][2]
+        out[n + 3] = e[2][4]
+        n = n + 3
+        cursor = e[1]
+      end
+      local t = redis.call('TIME')
+      redis.call('HSET', prefix .. 'cur', ARGV[8],
+        cursor .. ' ' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
+    end
+  end
+  return {status, counters, out, behind}
+end
+
+if op == 'r' then
+  -- the stored records of keys, ARGV[8] grouped by bucket ([bucket u32][count u32] then
+  -- count x [key 8]), ARGV[9] W: in order, W zero bytes for a key not stored
+  local zero = string.rep('\0', tonumber(ARGV[9]))
+  local blob = ARGV[8]
+  local out = {}
+  local n = 0
+  local p = 1
+  while p <= #blob do
+    local bucket, count = struct.unpack('<I4I4', blob, p)
+    p = p + 8
+    local key = prefix .. 'b:' .. bucket
+    while count > 0 do
+      local m = count < 1000 and count or 1000
+      local fields = {}
+      for j = 1, m do
+        fields[j] = string.sub(blob, p, p + 7)
+        p = p + 8
+      end
+      local got = redis.call('HMGET', key, unpack(fields, 1, m))
+      for j = 1, m do
+        n = n + 1
+        out[n] = got[j] or zero
+      end
+      count = count - m
+    end
+  end
+  return {status, counters, table.concat(out), 0}
+end
+
+-- a compaction
+if redis.call('EXISTS', prefix .. 'pause') == 1 then
+  return {'paused'}
+end
+local lock = prefix .. 'lock'
+if redis.call('GET', lock) ~= ARGV[8] or (redis.call('GET', prefix .. 'pos') or '0-0')
+    ~= ARGV[9] then
+  return {'stale', '', {}, 0}
+end
+local blob = ARGV[11]
+local width = tonumber(ARGV[12])
+local step = 8 + width
+local sub, unpack_ = string.sub, struct.unpack
+local most = 500
+local p = 1
+while p <= #blob do
+  local bucket, count = unpack_('<I4I4', blob, p)
+  p = p + 8
+  local key = prefix .. 'b:' .. bucket
+  while count > 0 do
+    local m = count < most and count or most
+    local args = {}
+    for j = 1, m do
+      args[2 * j - 1] = sub(blob, p, p + 7)
+      args[2 * j] = sub(blob, p + 8, p + 7 + width)
+      p = p + step
+    end
+    redis.call('HSET', key, unpack(args, 1, 2 * m))
+    count = count - m
+  end
+end
+redis.call('SET', prefix .. 'pos', ARGV[10])
+
+-- the trim: up to the oldest cursor of a live worker, or the new pos; a cursor not
+-- renewed for ARGV[13] ms is a worker gone (it reads the state again if it comes back)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local keep = tonumber(ARGV[13])
+local minid = ARGV[10]
+local curs = redis.call('HGETALL', prefix .. 'cur')
+for i = 1, #curs, 2 do
+  local id, at = string.match(curs[i + 1], '^(%S+) (%d+)$')
+  if now - tonumber(at) > keep then
+    redis.call('HDEL', prefix .. 'cur', curs[i])
+  elseif before(id, minid) then
+    minid = id
+  end
+end
+local trimmed = redis.call('GET', prefix .. 'trim')
+if trimmed and before(minid, trimmed) then  -- a trim point never goes back
+  minid = trimmed
+end
+-- every entry up to minid goes (XTRIM MINID keeps the ids from its argument on)
+local ms, seq = string.match(minid, '^(%d+)-(%d+)$')
+redis.call('XTRIM', logkey, 'MINID', ms .. '-' .. (tonumber(seq) + 1))
+redis.call('SET', prefix .. 'trim', minid)
+redis.call('DEL', lock)
+return {'compacted', '', {}, 0}
