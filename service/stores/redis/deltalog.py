@@ -64,9 +64,10 @@ COMPACT_EVERY = 2.0
 COMPACT_ENTRIES = 64
 #: how long (ms) a worker's cursor keeps the entries it has not read from the trim
 CURSOR_KEEP_MS = 60_000
-#: the compaction lock's lifetime (ms), and a reader's
-LOCK_MS = 30_000
-READ_LOCK_MS = 120_000
+#: the compaction lock's lifetime (ms): short, so that a holder killed mid-way (or a shard
+#: restarted from its AOF with the lock in it) holds up the others for seconds only; a
+#: reader renews it as it goes (``read_folded``)
+LOCK_MS = 10_000
 #: the read exchange of an idle worker (s): keeps its cursor live and its cache current
 CATCH_UP_EVERY = 5.0
 START = b"0-0"
@@ -176,31 +177,54 @@ def _stored(state: RedisState, i: int, layout: DeltaLogLayout, keys: np.ndarray
 def read_folded(state: RedisState, i: int, locked: bool = True
                 ) -> tuple[np.ndarray, np.ndarray, bytes]:
     """(keys, records, last entry id) of shard ``i``'s state: its buckets with the entries
-    after ``pos`` folded in. ``locked``: hold the compaction lock meanwhile (a caller that
-    paused the shard's flushes and compactions passes False)."""
-    from .bulk import read_shard
-
+    after ``pos`` folded in. ``locked``: hold the compaction lock meanwhile, renewed as the
+    buckets are read (a caller that paused the shard's flushes and compactions passes
+    False)."""
     layout = state.layout
     assert isinstance(layout, DeltaLogLayout) and state.model is not None
-    token = _lock(state, i, READ_LOCK_MS, state.pause_timeout) if locked else None
-    if locked and token is None:
-        raise StoreUnavailable(f"shard {state.shards[i].url}: the compaction lock stayed "
-                               f"taken for {state.pause_timeout:g} s")
-    try:
-        pos = state.call(i, "get", state.shards[i].prefix + "pos") or START
-        table = StateTable(state.model.optimizer.stride)
-        for keys, recs in read_shard(state, i):
-            store_records(table, keys, recs)
-        entries = _entries(state, i, pos)
-    finally:
-        if token is not None:
-            _unlock(state, i, token)
-    if entries:
-        keys, base, cur = layout.rows([e[2] for e in entries])
-        fold_rows(table, keys, base, cur, state.model.optimizer.state_dtype)
-    records = table.records()
-    last = entries[-1][0] if entries else pos
-    return np.ascontiguousarray(records[:, 0]), np.ascontiguousarray(records[:, 1:]), last
+    for _ in range(3):  # a read that lost its lock (stalled past LOCK_MS) starts again
+        token = _lock(state, i, LOCK_MS, state.pause_timeout) if locked else None
+        if locked and token is None:
+            raise StoreUnavailable(f"shard {state.shards[i].url}: the compaction lock "
+                                   f"stayed taken for {state.pause_timeout:g} s")
+        try:
+            got = _read_locked(state, i, token)
+        finally:
+            if token is not None:
+                _unlock(state, i, token)
+        if got is not None:
+            table, entries, pos = got
+            if entries:
+                keys, base, cur = layout.rows([e[2] for e in entries])
+                fold_rows(table, keys, base, cur, state.model.optimizer.state_dtype)
+            records = table.records()
+            last = entries[-1][0] if entries else pos
+            return (np.ascontiguousarray(records[:, 0]), np.ascontiguousarray(records[:, 1:]),
+                    last)
+    raise StoreUnavailable(f"shard {state.shards[i].url}: its state could not be read "
+                           "under the compaction lock")
+
+
+def _read_locked(state: RedisState, i: int, token: bytes | None
+                 ) -> tuple[StateTable, list[tuple[bytes, bytes, bytes]], bytes] | None:
+    """The buckets, ``pos`` and the entries after it; None if the lock was lost."""
+    from .bulk import read_shard
+
+    assert state.model is not None
+    key = state.shards[i].prefix + "lock"
+    pos = state.call(i, "get", state.shards[i].prefix + "pos") or START
+    table = StateTable(state.model.optimizer.stride)
+    for n, (keys, recs) in enumerate(read_shard(state, i)):
+        store_records(table, keys, recs)
+        if token is not None and n % 500 == 499:
+            # still ours: renewed; lost: a compaction may have run meanwhile
+            if state.call(i, "get", key) != token:
+                return None
+            state.call(i, "pexpire", key, LOCK_MS)
+    entries = _entries(state, i, pos)
+    if token is not None and state.call(i, "get", key) != token:
+        return None
+    return table, entries, pos
 
 
 def compact(state: RedisState, i: int, trim: bool = False) -> int:
