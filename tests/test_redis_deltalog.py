@@ -274,3 +274,48 @@ def test_a_stored_model_keeps_its_layout(redis_shards: list[RedisServer]) -> Non
     b.attach(build())
     assert type(b.layout) is BucketLayout
     b.close()
+
+
+def test_a_reader_waits_out_a_lock_its_holder_left(criteo_file: Path,
+                                                   redis_shards: list[RedisServer]) -> None:
+    """A compaction lock left by a holder that died (killed mid-read, or in the AOF of a
+    restarted shard) expires within ``LOCK_MS``: a worker starting waits it out instead of
+    failing, and reads the state."""
+    a, b = two_workers(redis_shards, "left")
+    learn_turns(a, b, criteo_file, 2)
+    want = records_of(snapshot(a).optimizer.table.records())
+    for shard in a.shards:
+        shard.client.set(shard.prefix + "lock", b"dead", px=300)
+    c = RedisState(url(redis_shards), "left", pause_timeout=5.0)
+    c.attach(build())
+    c.load_all()
+    assert c.model is not None
+    assert records_of(c.model.optimizer.table.records()) == want
+    for store in (a, b, c):
+        store.close()
+
+
+def test_a_reply_carries_at_most_64_entries(criteo_file: Path,
+                                            redis_shards: list[RedisServer]) -> None:
+    """A worker back from a pause gets the entries since in replies of at most 64, its
+    cursor moving past each reply's last, until it is current."""
+    a, b = two_workers(redis_shards, "count")
+    assert a.model is not None and b.model is not None
+    b.load_all()  # as a worker starting does: an empty state, the cursors at the start
+    batch = batches(a.model, criteo_file, 1)[0]
+    for _ in range(70):
+        a.before_learn(a.model, batch)
+        a.model.learn(batch)
+        a.after_learn(a.model, batch)
+        a.sync(a.model)
+    ids = [[e[0] for e in s.client.xrange(s.prefix + "log")] for s in b.shards]
+    assert all(len(x) == 70 for x in ids)
+    b.refresh_counters()
+    assert [b.cursors[s.index] for s in b.shards] == [x[63] for x in ids]
+    b.refresh_counters()
+    assert [b.cursors[s.index] for s in b.shards] == [x[-1] for x in ids]
+    keys = a.model.optimizer.table.keys()
+    np.testing.assert_allclose(b.model.optimizer.state_of(keys)["n"],
+                               a.model.optimizer.state_of(keys)["n"], rtol=1e-5)
+    a.close()
+    b.close()

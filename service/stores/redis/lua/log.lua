@@ -7,8 +7,8 @@
 -- 'f': ARGV[8] the worker's id, ARGV[9] its cursor (the last entry it merged; '' before it
 -- loaded the state: no entries are returned), ARGV[10] the rows, each [key 8][base W]
 -- [cur W] ('' none). A fresh flush appends them (fields f: the flush id, d: the rows).
--- Reply: {status, counters, {id, flush id, rows, ...} of the entries after the cursor,
--- behind}: behind is 1 when entries after the cursor were trimmed (the worker reads the
+-- Reply: {status, counters, {id, flush id, rows, ...} of the entries after the cursor (at
+-- most 64), behind}: behind is 1 when entries after the cursor were trimmed (the worker reads the
 -- state again); the cursor and the time are noted in the hash `cur` (the trim spares the
 -- entries a live worker has not read).
 -- 'c': ARGV[8] the compaction lock's token, ARGV[9] the `pos` it started from, ARGV[10]
@@ -44,7 +44,9 @@ if op == 'f' then
       behind = 1
     else
       local n = 0
-      for _, e in ipairs(redis.call('XRANGE', logkey, '(' .. cursor, '+')) do
+      -- at most 64 entries a reply (a worker back from a long pause gets the rest in its
+      -- next calls, instead of one reply of every entry since)
+      for _, e in ipairs(redis.call('XRANGE', logkey, '(' .. cursor, '+', 'COUNT', 64)) do
         out[n + 1] = e[1]
         out[n + 2] = e[2][2]
         out[n + 3] = e[2][4]
