@@ -127,26 +127,5 @@ if aging and created > 0 then
   call('INCRBY', prefix .. 'n', created)
 end
 
-blob = ARGV[11]
-p = 1
-last = #blob
-while p <= last do
-  local bucket, count = unpack_('<I4I4', blob, p)
-  p = p + 8
-  local key = prefix .. 'b:' .. bucket
-  while count > 0 do
-    local m = count < most and count or most
-    local fields = {}
-    for j = 1, m do
-      fields[j] = sub(blob, p, p + 7)
-      p = p + 8
-    end
-    local got = call('HMGET', key, unpack(fields, 1, m))
-    for j = 1, m do
-      n = n + 1
-      out[n] = got[j] or zero
-    end
-    count = count - m
-  end
-end
+read_grouped(ARGV[11], zero, out, n)
 return {status, counters, table.concat(out)}

@@ -64,30 +64,8 @@ end
 if op == 'r' then
   -- the stored records of keys, ARGV[8] grouped by bucket ([bucket u32][count u32] then
   -- count x [key 8]), ARGV[9] W: in order, W zero bytes for a key not stored
-  local zero = string.rep('\0', tonumber(ARGV[9]))
-  local blob = ARGV[8]
   local out = {}
-  local n = 0
-  local p = 1
-  while p <= #blob do
-    local bucket, count = struct.unpack('<I4I4', blob, p)
-    p = p + 8
-    local key = prefix .. 'b:' .. bucket
-    while count > 0 do
-      local m = count < 1000 and count or 1000
-      local fields = {}
-      for j = 1, m do
-        fields[j] = string.sub(blob, p, p + 7)
-        p = p + 8
-      end
-      local got = redis.call('HMGET', key, unpack(fields, 1, m))
-      for j = 1, m do
-        n = n + 1
-        out[n] = got[j] or zero
-      end
-      count = count - m
-    end
-  end
+  read_grouped(ARGV[8], string.rep('\0', tonumber(ARGV[9])), out, 0)
   return {status, counters, table.concat(out), 0}
 end
 
