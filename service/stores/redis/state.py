@@ -587,8 +587,7 @@ class RedisState:
         """Fold the delta log into the buckets on every shard, every
         ``deltalog.COMPACT_EVERY`` seconds (``force``: now, until the log is folded); the
         coordinates written. Sockets only: no cache access."""
-        if not self.logged or not (force or time.monotonic() - self.compacted_at
-                                   >= deltalog.COMPACT_EVERY):
+        if not ((force and self.logged) or self.compaction_due):
             return 0
         self.compacted_at = time.monotonic()
         written = 0
@@ -601,6 +600,11 @@ class RedisState:
                 if not n:
                     break
         return written
+
+    @property
+    def compaction_due(self) -> bool:
+        """This worker's turn to try a compaction (``deltalog.COMPACT_EVERY``)."""
+        return self.logged and time.monotonic() - self.compacted_at >= deltalog.COMPACT_EVERY
 
     @property
     def catch_up_due(self) -> bool:

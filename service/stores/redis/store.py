@@ -148,17 +148,20 @@ class RedisStore:
         return Opened(model, None, records)
 
     def _load_cache(self, model: Model) -> None:
-        """Read every shard's coordinates into the (fresh) cache. No pause: the cache need
-        not be one point in time; a later flush of a coordinate refreshes it."""
+        """Read every shard's coordinates into the (fresh) cache. With the delta log, each
+        shard as of one entry (``RedisState.load_all``), from which the log keeps the cache
+        current. With the bucketed flush no pause: the cache need not be one point in time;
+        a later flush of a coordinate refreshes it."""
         loaded = 0
         table = model.optimizer.table
-        if self.state.logged:  # with the log's entries folded in, under its lock
+        if self.state.logged:
             self.state.load_all()
             loaded = table.size
-        for shard in self.state.shards if not self.state.logged else []:
-            for keys, recs in read_shard(self.state, shard.index):
-                store_records(table, keys, recs)
-                loaded += int(keys.size)
+        else:
+            for shard in self.state.shards:
+                for keys, recs in read_shard(self.state, shard.index):
+                    store_records(table, keys, recs)
+                    loaded += int(keys.size)
         if table.ages.size and model.optimizer.bounds is not None:
             # loaded now: trimmed from the cache an idle window after, unless used
             table.ages[table.live_slots()] = model.optimizer.bounds.clock(
@@ -383,7 +386,7 @@ class RedisStore:
         """Fold the delta log into the buckets when due (``RedisState.compact``): the
         flush timer's, and after a sync (the stream consumer flushes that way); not while a
         shard is down (the kept flush is what the timer retries then)."""
-        if not self.health.healthy or self.error is not None:
+        if not self.state.compaction_due or not self.health.healthy or self.error is not None:
             return
         try:
             await run_to_end(self.state.compact)
