@@ -17,7 +17,8 @@ stored coordinate (target: at most 40 B) and the most the shards held during the
 `used_memory_peak`: with the delta log, the entries not yet compacted too). Runs:
 
 - `memory`: `--state memory://`, 1 worker (the reference the issue asks for beside it);
-- `exact`: exact 64-bit keys in bucketed small hashes (the default layout), 2 workers;
+- `exact`: exact 64-bit keys (the default layout: the delta log beside bucketed small
+  hashes), 2 workers;
 - `hashed`: `--hash-bits B`: dense chunk strings, BITFIELD INCRBY of fixed-point integers;
 
 the Redis runs once per `--sync-ms` value (`default`: no sync flag, the store's own policy:

@@ -67,6 +67,12 @@ class BucketLayout:
     def key_name(self, prefix: str, bucket: int) -> str:
         return f"{prefix}b:{bucket}"
 
+    def rows(self, keys: np.ndarray, *records: np.ndarray) -> np.ndarray:
+        """Each key's 8 bytes then its records' bytes, one row of bytes per key."""
+        parts = [keys[:, None].view(np.uint8)]
+        parts += [r.view(np.uint8).reshape(keys.size, self.width) for r in records]
+        return np.ascontiguousarray(np.concatenate(parts, axis=1))
+
     def _blob(self, groups: np.ndarray, rows: np.ndarray) -> bytes:
         out = np.empty(rows.size + 8 * rows.shape[0], dtype=np.uint8)
         n = pack_groups(groups, rows, out)
@@ -83,10 +89,7 @@ class BucketLayout:
         rb, _ = self.route(rkeys)
         wo = np.argsort(wb, kind="stable")
         ro = np.argsort(rb, kind="stable")
-        rows = np.concatenate([wkeys[wo, None].view(np.uint8),
-                               wbase[wo].view(np.uint8).reshape(wo.size, self.width),
-                               wcur[wo].view(np.uint8).reshape(wo.size, self.width)], axis=1)
-        writes = self._blob(wb[wo], np.ascontiguousarray(rows))
+        writes = self._blob(wb[wo], self.rows(wkeys[wo], wbase[wo], wcur[wo]))
         reads = self._blob(rb[ro], np.ascontiguousarray(rkeys[ro, None].view(np.uint8)))
         payload = command(b"EVALSHA", sha, len(declared), *declared, *head, self.width,
                           self.fmt, self.ncols, writes, reads, now)

@@ -82,26 +82,20 @@ class DeltaLogLayout(BucketLayout):
     def encode_flush(self, sha: str, declared: list[bytes], head: list[bytes], worker: bytes,
                      cursor: bytes, keys: np.ndarray, base: np.ndarray, cur: np.ndarray
                      ) -> bytes:
-        rows = np.concatenate([keys[:, None].view(np.uint8),
-                               base.view(np.uint8).reshape(keys.size, self.width),
-                               cur.view(np.uint8).reshape(keys.size, self.width)], axis=1)
         return command(b"EVALSHA", sha, len(declared), *declared, *head, b"f", worker, cursor,
-                       np.ascontiguousarray(rows).tobytes())
+                       self.rows(keys, base, cur).tobytes())
 
     def encode_compaction(self, sha: str, declared: list[bytes], prefix: bytes, token: bytes,
                           pos: bytes, new_pos: bytes, keys: np.ndarray, recs: np.ndarray
                           ) -> bytes:
         bucket, _ = self.route(keys)
         order = np.argsort(bucket, kind="stable")
-        rows = np.concatenate([keys[order, None].view(np.uint8),
-                               recs[order].view(np.uint8).reshape(keys.size, self.width)],
-                              axis=1)
-        blob = self._blob(bucket[order], np.ascontiguousarray(rows))
+        blob = self._blob(bucket[order], self.rows(keys[order], recs[order]))
         head = [prefix, b"", b"1", b"", b"", b""]
         return command(b"EVALSHA", sha, len(declared), *declared, *head, b"c", token, pos,
                        new_pos, blob, self.width, CURSOR_KEEP_MS)
 
-    def rows(self, blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def parse_rows(self, blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keys, base records, current records) of entries' rows, in order."""
         data = np.frombuffer(b"".join(blobs), dtype=np.uint64) if blobs else \
             np.empty(0, dtype=np.uint64)
@@ -195,7 +189,7 @@ def read_folded(state: RedisState, i: int, locked: bool = True
         if got is not None:
             table, entries, pos = got
             if entries:
-                keys, base, cur = layout.rows([e[2] for e in entries])
+                keys, base, cur = layout.parse_rows([e[2] for e in entries])
                 fold_rows(table, keys, base, cur, state.model.optimizer.state_dtype)
             records = table.records()
             last = entries[-1][0] if entries else pos
@@ -243,7 +237,7 @@ def compact(state: RedisState, i: int, trim: bool = False) -> int:
         entries = _entries(state, i, pos, COMPACT_ENTRIES)
         if not entries and not (trim and state.call(i, "xlen", shard.prefix + "log")):
             return 0
-        keys, base, cur = layout.rows([e[2] for e in entries])
+        keys, base, cur = layout.parse_rows([e[2] for e in entries])
         stride = state.model.optimizer.stride
         table = StateTable(stride)  # the distinct keys: a hash table, not a sort
         store_records(table, keys, np.zeros((keys.size, stride - 1), dtype=np.uint64))

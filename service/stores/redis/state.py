@@ -556,7 +556,7 @@ class RedisState:
         self.cursors[i] = cursor
         if rows:
             opt = self.model.optimizer
-            keys, base, cur = self.layout.rows(rows)
+            keys, base, cur = self.layout.parse_rows(rows)
             fold_rows(opt.table, keys, base, cur, opt.state_dtype, self.tracker.base)
 
     def load_all(self) -> None:

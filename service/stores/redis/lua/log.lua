@@ -31,6 +31,12 @@ local function before(a, b)
   return tonumber(as) < tonumber(bs)
 end
 
+-- the server's clock in ms (the cursors' liveness)
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 if op == 'f' then
   if fresh and ARGV[10] ~= '' then
     redis.call('XADD', logkey, '*', 'f', flush_id, 'd', ARGV[10])
@@ -53,9 +59,7 @@ if op == 'f' then
         n = n + 3
         cursor = e[1]
       end
-      local t = redis.call('TIME')
-      redis.call('HSET', prefix .. 'cur', ARGV[8],
-        cursor .. ' ' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
+      redis.call('HSET', prefix .. 'cur', ARGV[8], cursor .. ' ' .. now_ms())
     end
   end
   return {status, counters, out, behind}
@@ -104,8 +108,7 @@ redis.call('SET', prefix .. 'pos', ARGV[10])
 
 -- the trim: up to the oldest cursor of a live worker, or the new pos; a cursor not
 -- renewed for ARGV[13] ms is a worker gone (it reads the state again if it comes back)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local keep = tonumber(ARGV[13])
 local minid = ARGV[10]
 local curs = redis.call('HGETALL', prefix .. 'cur')
