@@ -9,6 +9,7 @@ import json
 import struct
 from pathlib import Path
 
+import hiredis
 import numpy as np
 import pytest
 from redis_servers import RedisServer
@@ -19,6 +20,7 @@ from ftrl_core.table import StateTable
 from service.stores.redis import RedisState, deltalog, snapshot
 from service.stores.redis.buckets import BucketLayout
 from service.stores.redis.deltalog import DeltaLogLayout
+from service.stores.redis.resp import keyed_commands
 
 pytestmark = pytest.mark.redis
 
@@ -169,8 +171,9 @@ def test_two_workers_hold_the_log_folded_in_order(
 def test_compaction_yields_to_a_lock_holder_and_to_a_moved_position(
         criteo_file: Path, redis_shards: list[RedisServer],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A compaction does nothing while a reader holds the shard's lock, and its call is
-    refused once another compaction moved ``pos`` (nothing is folded twice)."""
+    """A compaction does nothing while a reader holds the shard's lock, and its
+    transaction is refused once another compaction moved ``pos`` (nothing is folded
+    twice), whether it moved before the check or between the check and the EXEC."""
     monkeypatch.setattr(deltalog, "COMPACT_EVERY", 1e9)
     a, b = two_workers(redis_shards, "lock")
     learn_turns(a, b, criteo_file, 2)
@@ -181,23 +184,28 @@ def test_compaction_yields_to_a_lock_holder_and_to_a_moved_position(
     assert client.get(shard.prefix + "pos") is None
     client.delete(shard.prefix + "lock")
     before = snapshot(a).optimizer.table.records()
-    # a compaction call built for pos 0-0, applied after another compaction moved pos
     layout = a.layout
     assert isinstance(layout, DeltaLogLayout)
-    token = b"late"
-    client.set(shard.prefix + "lock", token, px=60_000)
     keys = np.array([12345], dtype=np.uint64)
-    late = layout.encode_compaction(shard.sha or "", [b"x", b"y"], shard.prefix.encode(),
-                                    token, deltalog.START, b"9999999999999-0", keys,
-                                    np.zeros((1, layout.words), dtype=np.uint64))
-    client.delete(shard.prefix + "lock")
+    writes, n = layout.writes(shard.prefix.encode(), keys,
+                              np.ones((1, layout.words), dtype=np.uint64))
     assert deltalog.compact(a, 0) > 0
     pos = client.get(shard.prefix + "pos")
     assert pos is not None and pos != deltalog.START
+    token = b"late"
     client.set(shard.prefix + "lock", token, px=60_000)
-    shard.send(late)
-    assert shard.read()[0] == b"stale"
+    # a compaction that read the log at 0-0: refused at the check
+    with a.wire:
+        assert not deltalog._watch(a, 0, token, deltalog.START)
+    # one whose check passed, and pos moved before its EXEC: Redis drops the transaction
+    with a.wire:
+        assert deltalog._watch(a, 0, token, pos)
+        client.set(shard.prefix + "pos", pos)  # the same value, written: a change to WATCH
+        assert not deltalog._commit(a, 0, b"9999999999999-0", writes, n)
     assert client.get(shard.prefix + "pos") == pos
+    assert not client.hexists(shard.prefix + "b:" + str(layout.route(keys)[0][0]),
+                              keys.tobytes())
+    client.delete(shard.prefix + "lock")
     assert records_of(snapshot(a).optimizer.table.records()) == records_of(before)
     a.close()
     b.close()
@@ -319,3 +327,31 @@ def test_a_reply_carries_at_most_64_entries(criteo_file: Path,
                                a.model.optimizer.state_of(keys)["n"], rtol=1e-5)
     a.close()
     b.close()
+
+
+def test_keyed_commands_are_the_resp_of_one_command_per_bucket() -> None:
+    """The compaction's HMGET/HSET packing against the commands built one by one: a run of
+    equal buckets is one command (several past ``most`` fields), arguments may hold CR LF
+    bytes, and bucket numbers of any width."""
+    rng = np.random.default_rng(7)
+    groups = np.sort(rng.choice([0, 9, 10, 4_294_967_295], size=40)).astype(np.int64)
+    rows = rng.integers(0, 256, size=(40, 24), dtype=np.uint8)
+    rows[3, 8:10] = (13, 10)
+    payload, n = keyed_commands(b"HSET", b"{m}:b:", groups, rows, (8, 16), 7)
+    expected = []
+    i = 0
+    while i < groups.size:
+        j = i
+        while j < groups.size and groups[j] == groups[i] and j - i < 7:
+            j += 1
+        args = [b"HSET", b"{m}:b:%d" % groups[i]]
+        for r in range(i, j):
+            args += [rows[r, :8].tobytes(), rows[r, 8:].tobytes()]
+        expected.append(args)
+        i = j
+    reader = hiredis.Reader()
+    reader.feed(payload)
+    got = []
+    while (cmd := reader.gets()) is not False:
+        got.append(cmd)
+    assert n == len(expected) and got == expected

@@ -189,6 +189,15 @@ class SlotGroup:
             node.read()  # ASKING's +OK
         return node.read()
 
+    def read_next(self) -> Any:
+        """The reply to the next of several commands sent in one payload (after ``read``
+        took the first): from the node the payload went to."""
+        assert self._sent is not None
+        node, epoch, _ = self._sent
+        if node.epoch != epoch:
+            raise RedisConnectionError(f"{node.url}: connection reset, reply lost")
+        return node.read()
+
     def redirected(self, exc: AskError) -> None:
         """Follow a MOVED (the map is refreshed) or an ASK (the next call only)."""
         if isinstance(exc, MovedError):

@@ -109,3 +109,89 @@ def pack_groups(groups: np.ndarray, rows: np.ndarray, out: np.ndarray) -> int:
             p += width
         i = j
     return p
+
+
+@inline_kernel
+def _put_len(out: np.ndarray, p: int, marker: np.uint8, n: int, tmp: np.ndarray) -> int:
+    """Write ``marker`` (``*`` or ``$``), ``n`` in decimal and CRLF at ``out[p]``."""
+    out[p] = marker
+    p += 1
+    d = _digits(np.int64(n), tmp)
+    for i in range(d):
+        out[p + i] = tmp[tmp.size - d + i]
+    p += d
+    out[p] = 13
+    out[p + 1] = 10
+    return p + 2
+
+
+@kernel
+def pack_keyed_commands(verb: np.ndarray, prefix: np.ndarray, groups: np.ndarray,
+                        rows: np.ndarray, parts: np.ndarray, most: int, out: np.ndarray
+                        ) -> tuple[int, int]:
+    """One command ``verb <prefix><group> ...`` per run of equal ``groups`` (sorted), of at
+    most ``most`` rows (a longer run takes several), each row's bytes split into bulk
+    strings of ``parts`` bytes each (HSET: the key's 8 and the record's; HMGET: the key's
+    8); returns (bytes written, commands). ``out`` holds ``packed_size``'s bytes."""
+    tmp = np.empty(24, dtype=np.uint8)
+    n = groups.size
+    p = 0
+    commands = 0
+    i = 0
+    while i < n:
+        g = groups[i]
+        j = i
+        while j < n and groups[j] == g and j - i < most:
+            j += 1
+        p = _put_len(out, p, np.uint8(42), 2 + (j - i) * parts.size, tmp)
+        p = _put_len(out, p, np.uint8(36), verb.size, tmp)
+        for k in range(verb.size):
+            out[p + k] = verb[k]
+        p += verb.size
+        out[p] = 13
+        out[p + 1] = 10
+        p += 2
+        d = _digits(np.int64(g), tmp)
+        p = _put_len(out, p, np.uint8(36), prefix.size + d, tmp)
+        d = _digits(np.int64(g), tmp)  # _put_len wrote over tmp's end: the digits again
+        for k in range(prefix.size):
+            out[p + k] = prefix[k]
+        p += prefix.size
+        for k in range(d):
+            out[p + k] = tmp[tmp.size - d + k]
+        p += d
+        out[p] = 13
+        out[p + 1] = 10
+        p += 2
+        for r in range(i, j):
+            c = 0
+            for part in parts:
+                p = _put_len(out, p, np.uint8(36), part, tmp)
+                for k in range(part):
+                    out[p + k] = rows[r, c + k]
+                p += part
+                c += part
+                out[p] = 13
+                out[p + 1] = 10
+                p += 2
+        commands += 1
+        i = j
+    return p, commands
+
+
+def packed_size(verb: bytes, prefix: bytes, rows: np.ndarray, parts: int) -> int:
+    """An upper bound of ``pack_keyed_commands``' output: each row may open a command."""
+    n = rows.shape[0]
+    return rows.size + n * (parts * 16 + 2 * 16 + len(verb) + len(prefix) + 40) + 64
+
+
+def keyed_commands(verb: bytes, prefix: bytes, groups: np.ndarray, rows: np.ndarray,
+                   parts: tuple[int, ...], most: int) -> tuple[bytes, int]:
+    """``pack_keyed_commands`` from Python: (the commands, how many)."""
+    out = np.empty(packed_size(verb, prefix, rows, len(parts)), dtype=np.uint8)
+    n, commands = pack_keyed_commands(np.frombuffer(verb, dtype=np.uint8),
+                                      np.frombuffer(prefix, dtype=np.uint8),
+                                      np.ascontiguousarray(groups, dtype=np.int64),
+                                      np.ascontiguousarray(rows, dtype=np.uint8),
+                                      np.array(parts, dtype=np.int64), most, out)
+    return out[:n].tobytes(), int(commands)

@@ -71,6 +71,10 @@ class Shard:
     def read(self) -> Any:
         return self.conn.read_response()
 
+    def read_next(self) -> Any:
+        """The reply to the next of several commands sent in one payload."""
+        return self.conn.read_response()
+
     def reset(self) -> None:
         """Drop the raw connection (after an error its stream position is unknown)."""
         self.epoch += 1

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from redis.exceptions import AskError, MovedError, RedisError
+from redis.exceptions import AskError, MovedError, RedisError, ResponseError
 
 from ..errors import StoreConfigError, StoreError, StoreUnavailable
 from .cluster import MAX_REDIRECTS, WAIT, SlotGroup
@@ -102,6 +102,27 @@ def roundtrip(state: Shards, payloads: dict[int, bytes]) -> dict[int, Any]:
                                  f"{rounds} attempts; its deltas stay pending")
             if failed or waiting or rounds > MAX_REDIRECTS:  # redirects: resent at once
                 time.sleep(min(0.05 * max(attempts, 1), 1.0))
+    return replies
+
+
+def pipeline(state: Shards, i: int, payload: bytes, n: int) -> list[Any]:
+    """Send ``n`` commands packed in ``payload`` to shard (or slot group) ``i`` and read
+    their replies, an error reply in its place as the exception (the connection stays in
+    step). Nothing is resent: a lost connection is reset and raised as ``StoreUnavailable``,
+    what ran of the commands unknown, so this carries only calls safe either way (reads, a
+    transaction applied whole or not at all)."""
+    target = state.shards[i]
+    replies: list[Any] = []
+    try:
+        target.send(payload)
+        for k in range(n):
+            try:
+                replies.append(target.read() if k == 0 else target.read_next())
+            except ResponseError as exc:
+                replies.append(exc)
+    except TRANSIENT as exc:
+        target.reset()
+        raise StoreUnavailable(f"shard {target.url}: {exc}") from exc
     return replies
 
 

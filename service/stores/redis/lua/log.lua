@@ -2,8 +2,9 @@
 -- one entry; Redis does no per-coordinate work for it. The workers merge the others'
 -- entries into their caches, and a compaction (any worker, now and then) folds the log into
 -- the bucketed hashes, which then hold the state as of the entry `pos`.
--- ARGV[7]: 'f' (a flush, or a read when the flush id is ''), 'r' (stored records, for a
--- compaction) or 'c' (a compaction).
+-- ARGV[7]: 'f' (a flush, or a read when the flush id is '') or 't' (a compaction's trim;
+-- the compaction itself writes the buckets and `pos` with plain commands in a MULTI/EXEC
+-- transaction: deltalog.py).
 -- 'f': ARGV[8] the worker's id, ARGV[9] its cursor (the last entry it merged; '' before it
 -- loaded the state: no entries are returned), ARGV[10] the rows, each [key 8][base W]
 -- [cur W] ('' none). A fresh flush appends them (fields f: the flush id, d: the rows).
@@ -11,12 +12,10 @@
 -- most 64), behind}: behind is 1 when entries after the cursor were trimmed (the worker reads the
 -- state again); the cursor and the time are noted in the hash `cur` (the trim spares the
 -- entries a live worker has not read).
--- 'c': ARGV[8] the compaction lock's token, ARGV[9] the `pos` it started from, ARGV[10]
--- the last entry it folded, ARGV[11] the folded records grouped by bucket, [bucket u32]
--- [count u32] then count x [key 8][record W], ARGV[12] W, ARGV[13] how long (ms) a
--- worker's cursor counts as live. Applied only while the lock is the caller's and `pos`
--- is unchanged (another compaction, or a reader holding the lock, wins); then the log is
--- trimmed up to the oldest live cursor (or the new `pos`), and the lock released.
+-- 't': ARGV[8] the compaction lock's token, ARGV[9] the `pos` the compaction just set,
+-- ARGV[10] how long (ms) a worker's cursor counts as live. While the lock is the caller's
+-- and `pos` is that: the log is trimmed up to the oldest live cursor (or `pos`), and the
+-- lock released.
 local op = ARGV[7]
 local logkey = prefix .. 'log'
 
@@ -65,52 +64,17 @@ if op == 'f' then
   return {status, counters, out, behind}
 end
 
-if op == 'r' then
-  -- the stored records of keys, ARGV[8] grouped by bucket ([bucket u32][count u32] then
-  -- count x [key 8]), ARGV[9] W: in order, W zero bytes for a key not stored
-  local out = {}
-  read_grouped(ARGV[8], string.rep('\0', tonumber(ARGV[9])), out, 0)
-  return {status, counters, table.concat(out), 0}
-end
-
--- a compaction
-if redis.call('EXISTS', prefix .. 'pause') == 1 then
-  return {'paused'}
-end
+-- the trim after a compaction
 local lock = prefix .. 'lock'
-if redis.call('GET', lock) ~= ARGV[8] or (redis.call('GET', prefix .. 'pos') or '0-0')
-    ~= ARGV[9] then
+if redis.call('GET', lock) ~= ARGV[8] or redis.call('GET', prefix .. 'pos') ~= ARGV[9] then
   return {'stale', '', {}, 0}
 end
-local blob = ARGV[11]
-local width = tonumber(ARGV[12])
-local step = 8 + width
-local sub, unpack_ = string.sub, struct.unpack
-local most = 500
-local p = 1
-while p <= #blob do
-  local bucket, count = unpack_('<I4I4', blob, p)
-  p = p + 8
-  local key = prefix .. 'b:' .. bucket
-  while count > 0 do
-    local m = count < most and count or most
-    local args = {}
-    for j = 1, m do
-      args[2 * j - 1] = sub(blob, p, p + 7)
-      args[2 * j] = sub(blob, p + 8, p + 7 + width)
-      p = p + step
-    end
-    redis.call('HSET', key, unpack(args, 1, 2 * m))
-    count = count - m
-  end
-end
-redis.call('SET', prefix .. 'pos', ARGV[10])
 
 -- the trim: up to the oldest cursor of a live worker, or the new pos; a cursor not
--- renewed for ARGV[13] ms is a worker gone (it reads the state again if it comes back)
+-- renewed for ARGV[10] ms is a worker gone (it reads the state again if it comes back)
 local now = now_ms()
-local keep = tonumber(ARGV[13])
-local minid = ARGV[10]
+local keep = tonumber(ARGV[10])
+local minid = ARGV[9]
 local curs = redis.call('HGETALL', prefix .. 'cur')
 for i = 1, #curs, 2 do
   local id, at = string.match(curs[i + 1], '^(%S+) (%d+)$')
@@ -129,4 +93,4 @@ local ms, seq = string.match(minid, '^(%d+)-(%d+)$')
 redis.call('XTRIM', logkey, 'MINID', ms .. '-' .. (tonumber(seq) + 1))
 redis.call('SET', prefix .. 'trim', minid)
 redis.call('DEL', lock)
-return {'compacted', '', {}, 0}
+return {'trimmed', '', {}, 0}
