@@ -1,6 +1,7 @@
-"""What a flush costs Redis, per layout: server microseconds per coordinate (INFO
-commandstats of the flush script; for the delta log, its appends and the compaction that
-folds them into the buckets) and bytes of used_memory per coordinate.
+"""What a flush costs Redis, per layout: server microseconds per coordinate (the server's
+CPU, ``INFO cpu``, over the flushes; for the delta log, its appends and the compaction that
+folds them into the buckets, which is plain commands, not the script) and bytes of
+used_memory per coordinate.
 
 Starts its own redis-server on a free loopback port (``--save '' --appendonly no``), seeds
 N coordinates of an FTRL model, then runs flushes of M distinct coordinates each through
@@ -37,9 +38,10 @@ def model(hash_bits: int) -> Model:
                  "criteo")
 
 
-def script_usec(client) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    stats = client.info("commandstats").get("cmdstat_evalsha", {"usec": 0, "calls": 0})
-    return int(stats["usec"]), int(stats["calls"])
+def server_usec(client) -> int:  # type: ignore[no-untyped-def]
+    """The server's CPU so far (user and system), in microseconds."""
+    cpu = client.info("cpu")
+    return round(1e6 * (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])))
 
 
 def run(layout: str, n: int, per_flush: int, flushes: int, hash_bits: int, workdir: Path
@@ -78,18 +80,18 @@ def run(layout: str, n: int, per_flush: int, flushes: int, hash_bits: int, workd
             new = np.stack([cur + np.float32(0.5), cur], axis=1).astype(np.float32)
             store_records(m.optimizer.table, touched, new.view(np.uint64))
             worker.rows_pending = 1
-            u0, _ = script_usec(client)
+            u0 = server_usec(client)
             t0 = time.perf_counter()
             worker.sync(m)
             wall += time.perf_counter() - t0
-            u1, _ = script_usec(client)
+            u1 = server_usec(client)
             usec += u1 - u0
             coords += per_flush
-        u0, _ = script_usec(client)
+        u0 = server_usec(client)
         t0 = time.perf_counter()
         worker.compact(force=True)  # the delta log's: folded into the buckets (else none)
         wall += time.perf_counter() - t0
-        u1, _ = script_usec(client)
+        u1 = server_usec(client)
         usec += u1 - u0
         per = "chunk slot" if layout == "chunks" else "bucket"
         extra = (f"{keys.size / buckets:.0f} coordinates per {per}" if layout != "chunks"

@@ -187,7 +187,8 @@ def test_compaction_yields_to_a_lock_holder_and_to_a_moved_position(
     layout = a.layout
     assert isinstance(layout, DeltaLogLayout)
     keys = np.array([12345], dtype=np.uint64)
-    writes, n = layout.writes(shard.prefix.encode(), keys,
+    keys, buckets = layout.by_bucket(keys)
+    writes, n = layout.writes(shard.prefix.encode(), keys, buckets,
                               np.ones((1, layout.words), dtype=np.uint64))
     assert deltalog.compact(a, 0) > 0
     pos = client.get(shard.prefix + "pos")
@@ -203,8 +204,7 @@ def test_compaction_yields_to_a_lock_holder_and_to_a_moved_position(
         client.set(shard.prefix + "pos", pos)  # the same value, written: a change to WATCH
         assert not deltalog._commit(a, 0, b"9999999999999-0", writes, n)
     assert client.get(shard.prefix + "pos") == pos
-    assert not client.hexists(shard.prefix + "b:" + str(layout.route(keys)[0][0]),
-                              keys.tobytes())
+    assert not client.hexists(shard.prefix + "b:" + str(buckets[0]), keys.tobytes())
     client.delete(shard.prefix + "lock")
     assert records_of(snapshot(a).optimizer.table.records()) == records_of(before)
     a.close()

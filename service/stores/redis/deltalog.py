@@ -91,23 +91,26 @@ class DeltaLogLayout(BucketLayout):
         return command(b"EVALSHA", sha, len(declared), *declared, *head, b"f", worker, cursor,
                        self.rows(keys, base, cur).tobytes())
 
-    def reads(self, prefix: bytes, keys: np.ndarray) -> tuple[bytes, int, np.ndarray]:
-        """HMGET commands, one per bucket, reading the stored records of ``keys``: (the
-        commands, how many, the order of ``keys`` their replies' values come in)."""
+    def by_bucket(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``keys`` in the order of their buckets, and those buckets (one sort serves a
+        compaction's reads and writes)."""
         bucket, _ = self.route(keys)
-        order = np.argsort(bucket, kind="stable")
-        payload, n = keyed_commands(b"HMGET", prefix + b"b:", bucket[order],
-                                    np.ascontiguousarray(keys[order, None].view(np.uint8)),
-                                    (KEY_BYTES,), FIELDS_PER_COMMAND)
-        return payload, n, order
+        order = np.argsort(bucket)
+        return np.ascontiguousarray(keys[order]), np.ascontiguousarray(bucket[order])
 
-    def writes(self, prefix: bytes, keys: np.ndarray, recs: np.ndarray) -> tuple[bytes, int]:
-        """HSET commands, one per bucket, storing ``recs`` as the records of ``keys``."""
-        bucket, _ = self.route(keys)
-        order = np.argsort(bucket, kind="stable")
-        return keyed_commands(b"HSET", prefix + b"b:", bucket[order],
-                              self.rows(keys[order], recs[order]), (KEY_BYTES, self.width),
-                              FIELDS_PER_COMMAND)
+    def reads(self, prefix: bytes, keys: np.ndarray, buckets: np.ndarray) -> tuple[bytes, int]:
+        """HMGET commands, one per bucket, reading the stored records of ``keys`` (in the
+        order of their ``buckets``: ``by_bucket``)."""
+        return keyed_commands(b"HMGET", prefix + b"b:", buckets,
+                              np.ascontiguousarray(keys[:, None].view(np.uint8)),
+                              (KEY_BYTES,), FIELDS_PER_COMMAND)
+
+    def writes(self, prefix: bytes, keys: np.ndarray, buckets: np.ndarray, recs: np.ndarray
+               ) -> tuple[bytes, int]:
+        """HSET commands, one per bucket, storing ``recs`` as the records of ``keys`` (in
+        the order of their ``buckets``: ``by_bucket``)."""
+        return keyed_commands(b"HSET", prefix + b"b:", buckets, self.rows(keys, recs),
+                              (KEY_BYTES, self.width), FIELDS_PER_COMMAND)
 
     def parse_rows(self, blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keys, base records, current records) of entries' rows, in order."""
@@ -164,11 +167,12 @@ def _entries(state: RedisState, i: int, after: bytes, count: int | None = None
     return [(e[0], e[1][b"f"], e[1][b"d"]) for e in got]
 
 
-def _stored(state: RedisState, i: int, layout: DeltaLogLayout, keys: np.ndarray
-            ) -> np.ndarray:
-    """The stored records of ``keys`` (zero where not stored) in shard ``i``'s buckets, as
-    (n, words) uint64 in the order of ``keys``: one HMGET per bucket, pipelined."""
-    payload, n, order = layout.reads(state.shards[i].prefix.encode(), keys)
+def _stored(state: RedisState, i: int, layout: DeltaLogLayout, keys: np.ndarray,
+            buckets: np.ndarray) -> np.ndarray:
+    """The stored records of ``keys`` (in the order of their ``buckets``; zero where not
+    stored) in shard ``i``'s buckets, as (n, words) uint64: one HMGET per bucket,
+    pipelined."""
+    payload, n = layout.reads(state.shards[i].prefix.encode(), keys, buckets)
     with state.wire:
         replies = transport.pipeline(state, i, payload, n)
     zero = bytes(layout.width)
@@ -182,9 +186,7 @@ def _stored(state: RedisState, i: int, layout: DeltaLogLayout, keys: np.ndarray
         raise StoreUnavailable(f"shard {state.shards[i].url}: stored records of "
                                f"{data.size * 8} bytes for {keys.size} keys of "
                                f"{layout.width} bytes each")
-    recs = np.empty((keys.size, layout.words), dtype=np.uint64)
-    recs[order] = data.reshape(keys.size, layout.words)
-    return recs
+    return data.reshape(keys.size, layout.words)
 
 
 def _watch(state: RedisState, i: int, token: bytes, pos: bytes) -> bool:
@@ -313,14 +315,15 @@ def compact(state: RedisState, i: int, trim: bool = False) -> int:
         stride = state.model.optimizer.stride
         table = StateTable(stride)  # the distinct keys: a hash table, not a sort
         store_records(table, keys, np.zeros((keys.size, stride - 1), dtype=np.uint64))
-        touched = table.keys()
+        touched, buckets = layout.by_bucket(table.keys())
         table = StateTable(stride)
         if touched.size:
-            store_records(table, touched, _stored(state, i, layout, touched))
+            store_records(table, touched, _stored(state, i, layout, touched, buckets))
         fold_rows(table, keys, base, cur, state.model.optimizer.state_dtype)
         recs = table.words.reshape(table.capacity, table.stride)[table.lookup(touched), 1:]
         new_pos = entries[-1][0] if entries else pos
-        writes, n = layout.writes(shard.prefix.encode(), touched, np.ascontiguousarray(recs))
+        writes, n = layout.writes(shard.prefix.encode(), touched, buckets,
+                                  np.ascontiguousarray(recs))
         with state.wire:
             applied = _watch(state, i, token, pos) and _commit(state, i, new_pos, writes, n)
         if not applied:

@@ -134,6 +134,11 @@ def pack_keyed_commands(verb: np.ndarray, prefix: np.ndarray, groups: np.ndarray
     strings of ``parts`` bytes each (HSET: the key's 8 and the record's; HMGET: the key's
     8); returns (bytes written, commands). ``out`` holds ``packed_size``'s bytes."""
     tmp = np.empty(24, dtype=np.uint8)
+    # each part's bulk header ("$8\r\n"), written once: the rows' loop only copies bytes
+    heads = np.empty((parts.size, 24), dtype=np.uint8)
+    head_len = np.empty(parts.size, dtype=np.int64)
+    for k in range(parts.size):
+        head_len[k] = _put_len(heads[k], 0, np.uint8(36), parts[k], tmp)
     n = groups.size
     p = 0
     commands = 0
@@ -165,12 +170,14 @@ def pack_keyed_commands(verb: np.ndarray, prefix: np.ndarray, groups: np.ndarray
         p += 2
         for r in range(i, j):
             c = 0
-            for part in parts:
-                p = _put_len(out, p, np.uint8(36), part, tmp)
-                for k in range(part):
+            for q in range(parts.size):
+                for k in range(head_len[q]):
+                    out[p + k] = heads[q, k]
+                p += head_len[q]
+                for k in range(parts[q]):
                     out[p + k] = rows[r, c + k]
-                p += part
-                c += part
+                p += parts[q]
+                c += parts[q]
                 out[p] = 13
                 out[p + 1] = 10
                 p += 2
