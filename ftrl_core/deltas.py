@@ -16,7 +16,12 @@ import numpy as np
 
 from ._jit import kernel
 from .batch import Batch
-from .table import StateTable, find_or_insert, find_slot
+from .table import StateTable, find_or_insert, find_slot, prefetch_key
+
+#: rows ahead whose cache slot ``_fold`` and ``_refresh`` prefetch: each lookup is a miss
+#: in a table of millions of coordinates, and a few in flight overlap (``_fold``, 40k rows
+#: into 850k coordinates: 4.4 ms -> 1.4-2.5)
+AHEAD = 8
 
 
 @kernel
@@ -67,6 +72,8 @@ def _refresh(words, lanes, stride, capacity, meta, base, blanes,  # type: ignore
     ``width`` lanes per 64-bit word (2 for float32 state, 1 for float64)."""
     per = stride - 1
     for i in range(keys.size):
+        if i + AHEAD < keys.size:
+            prefetch_key(words, stride, capacity, keys[i + AHEAD])
         s = find_or_insert(words, stride, capacity, keys[i], meta)
         if s < 0:
             s = -1 - s
@@ -102,6 +109,8 @@ def _fold(words, lanes, stride, capacity, meta, base, blanes,  # type: ignore[no
     ``clan`` are float views with ``width`` lanes per 64-bit word."""
     per = stride - 1
     for i in range(keys.size):
+        if i + AHEAD < keys.size:
+            prefetch_key(words, stride, capacity, keys[i + AHEAD])
         s = find_or_insert(words, stride, capacity, keys[i], meta)
         if s < 0:
             s = -1 - s
