@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import hiredis
@@ -355,3 +357,30 @@ def test_keyed_commands_are_the_resp_of_one_command_per_bucket() -> None:
     while (cmd := reader.gets()) is not False:
         got.append(cmd)
     assert n == len(expected) and got == expected
+
+
+def test_a_worker_starting_has_its_flush_and_compaction_kernels_ready(
+        redis_shards: list[RedisServer]) -> None:
+    """``attach`` runs the kernels of a flush, of merging its reply and of a compaction
+    (loaded from Numba's cache or compiled), so that the first flush or compaction of a
+    fresh worker does not stall it: checked in a fresh process, where nothing else ran
+    them."""
+    code = f"""
+import numpy as np
+from ftrl_core import deltas, table
+from ftrl_core.fields import FieldRegistry
+from ftrl_core.model import Model
+from ftrl_core.optimizers import FTRLProximal
+from ftrl_core.readers import FeatureOptions
+from service.stores.redis import RedisState, buckets, resp
+state = RedisState({url(redis_shards)!r}, "warm")
+state.attach(Model(FTRLProximal(alpha=0.1), FieldRegistry(), FeatureOptions(), "criteo"))
+kernels = [deltas._capture, deltas._collect, deltas._refresh, deltas._fold, deltas._store,
+           resp.pack_keyed_commands, buckets._route]
+print([k.__name__ for k in kernels if not k.signatures])
+state.close()
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

@@ -95,6 +95,12 @@ class BucketLayout:
                           self.fmt, self.ncols, writes, reads, now)
         return payload, wo, ro
 
+    def warm_up(self) -> None:
+        """Run this layout's compiled packing once on two keys (``RedisState.warm_up``)."""
+        keys = np.array([1, 2], dtype=np.uint64)
+        recs = np.zeros((keys.size, self.words), dtype=np.uint64)
+        self.encode("", [], [], keys, recs, recs, keys)
+
     def decode(self, body: Any, n: int) -> np.ndarray:
         """The reply's records as (n, words) uint64."""
         data = np.frombuffer(body, dtype=np.uint64)

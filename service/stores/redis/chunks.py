@@ -134,6 +134,12 @@ class ChunkLayout:
             + rbody
         return payload, wo, ro
 
+    def warm_up(self) -> None:
+        """Run this layout's compiled packing once on two keys (``RedisState.warm_up``)."""
+        keys = _TAG | np.array([1, 2], dtype=np.uint64)
+        recs = np.zeros((keys.size, self.words), dtype=np.uint64)
+        self.encode("", [], [], keys, recs, recs, keys)
+
     def decode(self, body: Any, n: int) -> np.ndarray:
         flat = np.fromiter((v for group in body for v in group), dtype=np.int64,
                            count=n * self.ncols)

@@ -112,6 +112,16 @@ class DeltaLogLayout(BucketLayout):
         return keyed_commands(b"HSET", prefix + b"b:", buckets, self.rows(keys, recs),
                               (KEY_BYTES, self.width), FIELDS_PER_COMMAND)
 
+    def warm_up(self) -> None:
+        """Run the flush's, the compaction's and the replies' packing once on two keys."""
+        keys = np.array([1, 2], dtype=np.uint64)
+        recs = np.zeros((keys.size, self.words), dtype=np.uint64)
+        self.encode_flush("", [], [], b"", b"", keys, recs, recs)
+        keys, buckets = self.by_bucket(keys)
+        self.reads(b"", keys, buckets)
+        self.writes(b"", keys, buckets, recs)
+        self.parse_rows([self.rows(keys, recs, recs).tobytes()])
+
     def parse_rows(self, blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keys, base records, current records) of entries' rows, in order."""
         data = np.frombuffer(b"".join(blobs), dtype=np.uint64) if blobs else \

@@ -65,6 +65,7 @@ from ftrl_core.fieldcounts import EVICTED
 from ftrl_core.fields import FieldRegistry
 from ftrl_core.hashing import field_of_keys
 from ftrl_core.model import Model
+from ftrl_core.table import StateTable
 
 from ..errors import IdentityError, StoreConfigError, StoreError
 from ..urls import check_model_name, parse_state_url
@@ -249,7 +250,29 @@ class RedisState:
         self.tracker = DeltaTracker(model.optimizer.stride)
         self.ncounters = len(model.optimizer.counter_names)
         self._exchange(write=False, missing=np.empty(0, dtype=np.uint64), counters=True)
+        self.warm_up()
         return model
+
+    def warm_up(self) -> None:
+        """Compile (or load from Numba's cache) the kernels of a flush, of merging what it
+        brings back and of a compaction, on throwaway tables, while the worker starts.
+        Loaded on first use, they held a fresh install's first flush or compaction up for
+        seconds: compiling holds the GIL (the event loop waited too), and a compaction
+        holds its shard's lock meanwhile."""
+        assert self.model is not None and self.layout is not None
+        opt = self.model.optimizer
+        stride, dtype = opt.stride, opt.state_dtype
+        keys = np.array([1, 2], dtype=np.uint64)
+        table, tracker = StateTable(stride), DeltaTracker(stride)
+        tracker.capture(table, Batch.from_arrays(np.array([0, keys.size]), keys,
+                                                 np.ones(keys.size)))
+        keys, base, cur = tracker.collect(table)
+        tracker.refresh(table, keys, cur, dtype)
+        fold_rows(table, keys, base, cur, dtype, tracker.base)
+        fold_rows(table, keys, base, cur, dtype)
+        store_records(table, keys, cur)
+        table.lookup(table.keys())
+        self.layout.warm_up()
 
     def _attach_bounds(self, model: Model, layout: BucketLayout | ChunkLayout) -> None:
         """With --admit / --evict-idle / --max-coordinates: the cache is a cache of the
