@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 #: a coordinate into one write (syn1m: 4.7 distinct coordinates per event in 10,000 events,
 #: 2.2 in 100,000) but lets the log grow longer (about 24 B per row at 2 float32 columns)
 COMPACT_EVERY = 2.0
-#: entries folded by one compaction call at most (its script holds the shard meanwhile)
+#: entries folded by one compaction at most (its transaction holds the shard meanwhile)
 COMPACT_ENTRIES = 64
 #: fields one HMGET or HSET of a compaction carries at most (a bucket holds about 100)
 FIELDS_PER_COMMAND = 500

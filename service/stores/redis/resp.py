@@ -44,6 +44,18 @@ def _digits(v: np.int64, tmp: np.ndarray) -> int:
 
 
 @inline_kernel
+def _put_digits(out: np.ndarray, p: int, tmp: np.ndarray, n: int) -> int:
+    """Copy the ``n`` digits ``_digits`` left at the end of ``tmp`` to ``out[p]``, then
+    CRLF."""
+    for i in range(n):
+        out[p + i] = tmp[tmp.size - n + i]
+    p += n
+    out[p] = 13
+    out[p + 1] = 10
+    return p + 2
+
+
+@inline_kernel
 def put_int_bulk(out: np.ndarray, p: int, v: np.int64, prefix: np.uint8, tmp: np.ndarray
                  ) -> int:
     """Write ``v`` as a RESP bulk string (``prefix`` byte first unless 0) at ``out[p]``."""
@@ -61,12 +73,7 @@ def put_int_bulk(out: np.ndarray, p: int, v: np.int64, prefix: np.uint8, tmp: np
     if prefix != 0:
         out[p] = prefix
         p += 1
-    for i in range(n):
-        out[p + i] = tmp[tmp.size - n + i]
-    p += n
-    out[p] = 13
-    out[p + 1] = 10
-    return p + 2
+    return _put_digits(out, p, tmp, n)
 
 
 @inline_kernel
@@ -115,14 +122,7 @@ def pack_groups(groups: np.ndarray, rows: np.ndarray, out: np.ndarray) -> int:
 def _put_len(out: np.ndarray, p: int, marker: np.uint8, n: int, tmp: np.ndarray) -> int:
     """Write ``marker`` (``*`` or ``$``), ``n`` in decimal and CRLF at ``out[p]``."""
     out[p] = marker
-    p += 1
-    d = _digits(np.int64(n), tmp)
-    for i in range(d):
-        out[p + i] = tmp[tmp.size - d + i]
-    p += d
-    out[p] = 13
-    out[p + 1] = 10
-    return p + 2
+    return _put_digits(out, p + 1, tmp, _digits(np.int64(n), tmp))
 
 
 @kernel
@@ -161,13 +161,7 @@ def pack_keyed_commands(verb: np.ndarray, prefix: np.ndarray, groups: np.ndarray
         d = _digits(np.int64(g), tmp)  # _put_len wrote over tmp's end: the digits again
         for k in range(prefix.size):
             out[p + k] = prefix[k]
-        p += prefix.size
-        for k in range(d):
-            out[p + k] = tmp[tmp.size - d + k]
-        p += d
-        out[p] = 13
-        out[p + 1] = 10
-        p += 2
+        p = _put_digits(out, p + prefix.size, tmp, d)
         for r in range(i, j):
             c = 0
             for q in range(parts.size):
