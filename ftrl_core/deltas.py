@@ -14,23 +14,32 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
+from ._jit import inline_kernel, kernel
 from .batch import Batch
 from .table import StateTable, find_or_insert, find_slot, prefetch_key
 
-#: rows ahead whose cache slot ``_fold`` and ``_refresh`` prefetch: each lookup is a miss
-#: in a table of millions of coordinates, and a few in flight overlap (``_fold``, 40k rows
-#: into 850k coordinates: 4.4 ms -> 1.4-2.5)
+#: rows ahead whose cache slot the kernels that write the cache prefetch (``_cache_slot``):
+#: each lookup is a miss in a table of millions of coordinates, and a few in flight overlap
+#: (``_fold``, 40k rows into 850k coordinates: 4.4 ms -> 1.4-2.5)
 AHEAD = 8
+
+
+@inline_kernel
+def _cache_slot(words: np.ndarray, stride: int, capacity: int, meta: np.ndarray,
+                keys: np.ndarray, i: int) -> int:
+    """The slot of ``keys[i]`` (inserted if absent), the slot of the key ``AHEAD`` rows on
+    prefetched meanwhile."""
+    if i + AHEAD < keys.size:
+        prefetch_key(words, stride, capacity, keys[i + AHEAD])
+    s = find_or_insert(words, stride, capacity, keys[i], meta)
+    return s if s >= 0 else -1 - s
 
 
 @kernel
 def _store(words, stride, capacity, meta, keys, recs):  # type: ignore[no-untyped-def]
     """Insert or overwrite the state words of ``keys`` with ``recs`` ((n, stride-1) u64)."""
     for i in range(keys.size):
-        s = find_or_insert(words, stride, capacity, keys[i], meta)
-        if s < 0:
-            s = -1 - s
+        s = _cache_slot(words, stride, capacity, meta, keys, i)
         for w in range(stride - 1):
             words[s * stride + 1 + w] = recs[i, w]
 
@@ -72,11 +81,7 @@ def _refresh(words, lanes, stride, capacity, meta, base, blanes,  # type: ignore
     ``width`` lanes per 64-bit word (2 for float32 state, 1 for float64)."""
     per = stride - 1
     for i in range(keys.size):
-        if i + AHEAD < keys.size:
-            prefetch_key(words, stride, capacity, keys[i + AHEAD])
-        s = find_or_insert(words, stride, capacity, keys[i], meta)
-        if s < 0:
-            s = -1 - s
+        s = _cache_slot(words, stride, capacity, meta, keys, i)
         b = find_slot(base, stride, base_capacity, keys[i])
         if b < 0:  # not touched since the flush was prepared: the merged value as is
             for w in range(per):
@@ -109,11 +114,7 @@ def _fold(words, lanes, stride, capacity, meta, base, blanes,  # type: ignore[no
     ``clan`` are float views with ``width`` lanes per 64-bit word."""
     per = stride - 1
     for i in range(keys.size):
-        if i + AHEAD < keys.size:
-            prefetch_key(words, stride, capacity, keys[i + AHEAD])
-        s = find_or_insert(words, stride, capacity, keys[i], meta)
-        if s < 0:
-            s = -1 - s
+        s = _cache_slot(words, stride, capacity, meta, keys, i)
         b = find_slot(base, stride, base_capacity, keys[i]) if base_capacity > 0 else -1
         if b < 0:
             same = True
