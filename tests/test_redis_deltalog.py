@@ -366,8 +366,7 @@ def test_a_worker_starting_has_its_flush_and_compaction_kernels_ready(
     fresh worker does not stall it: checked in a fresh process, where nothing else ran
     them."""
     code = f"""
-import numpy as np
-from ftrl_core import deltas, table
+from ftrl_core import deltas
 from ftrl_core.fields import FieldRegistry
 from ftrl_core.model import Model
 from ftrl_core.optimizers import FTRLProximal
