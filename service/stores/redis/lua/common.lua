@@ -83,31 +83,3 @@ if fresh and ARGV[6] ~= '' then
     p = q + alen
   end
 end
-
--- The stored records of keys in the bucketed hashes (b:<bucket>): `blob` groups them by
--- bucket, [bucket u32][count u32] then count x [key 8]; one HMGET per bucket (at most 1000
--- fields a call: Lua's C stack bounds unpack). The records go to out[n + 1], ... in order,
--- `zero` for a key not stored; returns the last index written.
-local function read_grouped(blob, zero, out, n)
-  local p = 1
-  while p <= #blob do
-    local bucket, count = struct.unpack('<I4I4', blob, p)
-    p = p + 8
-    local key = prefix .. 'b:' .. bucket
-    while count > 0 do
-      local m = count < 1000 and count or 1000
-      local fields = {}
-      for j = 1, m do
-        fields[j] = string.sub(blob, p, p + 7)
-        p = p + 8
-      end
-      local got = redis.call('HMGET', key, unpack(fields, 1, m))
-      for j = 1, m do
-        n = n + 1
-        out[n] = got[j] or zero
-      end
-      count = count - m
-    end
-  end
-  return n
-end
