@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,26 @@ def test_rows_over_max_row_features_are_bad_lines(criteo_file: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert _train(criteo_file, "--max-row-features", "10") == 2
     assert "train.tsv:1: too many features in one row" in capsys.readouterr().err
+
+
+_MADVISE = ("import subprocess, sys\n"
+            "from service.cli import main\n"
+            "main(['inspect', '/nonexistent.ctr'])\n"
+            "import numpy._core.multiarray as m\n"
+            "child = subprocess.run([sys.executable, '-c', 'import numpy._core.multiarray as m; "
+            "print(m._get_madvise_hugepage())'], capture_output=True, text=True).stdout\n"
+            "print(m._get_madvise_hugepage(), child.strip())\n")
+
+
+@pytest.mark.parametrize(("user", "expect"), [(None, "False False"), ("1", "True True")])
+def test_the_command_line_keeps_numpy_from_advising_huge_pages(user: str | None,
+                                                              expect: str) -> None:
+    """``ctr`` turns NumPy's huge page advice off before NumPy loads, for itself and the
+    worker processes it starts (each fresh large array was faulted in 2 MB pages zeroed
+    whole); a setting the user made stays."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if user is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = user
+    res = subprocess.run([sys.executable, "-c", _MADVISE], capture_output=True, text=True,
+                         env=env, cwd=Path(__file__).resolve().parent.parent)
+    assert res.stdout.split("\n")[-2] == expect, res.stderr
