@@ -198,6 +198,16 @@ class SlotGroup:
             raise RedisConnectionError(f"{node.url}: connection reset, reply lost")
         return node.read()
 
+    def raw_socket(self) -> tuple[Any, int]:
+        """``Shard.raw_socket`` of the node the payload went to; an ASKING sent first puts
+        its reply ahead of the payload's."""
+        assert self._sent is not None
+        node, epoch, asking = self._sent
+        if node.epoch != epoch:
+            raise RedisConnectionError(f"{node.url}: connection reset, reply lost")
+        sock, ahead = node.raw_socket()
+        return sock, ahead + (1 if asking else 0)
+
     def redirected(self, exc: AskError) -> None:
         """Follow a MOVED (the map is refreshed) or an ASK (the next call only)."""
         if isinstance(exc, MovedError):

@@ -53,7 +53,7 @@ from ftrl_core.deltas import fold_rows, store_records
 from ftrl_core.table import StateTable
 
 from ..errors import StoreUnavailable
-from . import transport
+from . import replies, transport
 from .buckets import KEY_BYTES, BucketLayout
 from .resp import command, keyed_commands
 
@@ -181,22 +181,20 @@ def _stored(state: RedisState, i: int, layout: DeltaLogLayout, keys: np.ndarray,
             buckets: np.ndarray) -> np.ndarray:
     """The stored records of ``keys`` (in the order of their ``buckets``; zero where not
     stored) in shard ``i``'s buckets, as (n, words) uint64: one HMGET per bucket,
-    pipelined."""
+    pipelined, the replies read as bytes (``replies``)."""
+    url = state.shards[i].url
     payload, n = layout.reads(state.shards[i].prefix.encode(), keys, buckets)
     with state.wire:
-        replies = transport.pipeline(state, i, payload, n)
-    zero = bytes(layout.width)
-    values: list[bytes] = []
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise StoreUnavailable(f"shard {state.shards[i].url}: {reply}")
-        values += [v if v is not None else zero for v in reply]
-    data = np.frombuffer(b"".join(values), dtype=np.uint64)
-    if data.size != keys.size * layout.words:
-        raise StoreUnavailable(f"shard {state.shards[i].url}: stored records of "
-                               f"{data.size * 8} bytes for {keys.size} keys of "
-                               f"{layout.width} bytes each")
-    return data.reshape(keys.size, layout.words)
+        buf, starts, errors = transport.pipeline_raw(state, i, payload, n)
+    if errors.any():
+        start = int(starts[np.flatnonzero(errors)[0]])
+        raise StoreUnavailable(f"shard {url}: {replies.first_error(buf, start, buf.size)}")
+    out = np.empty(keys.size * layout.width, dtype=np.uint8)
+    rows = replies.fixed_values(buf, starts, layout.width, out)
+    if rows != keys.size:
+        raise StoreUnavailable(f"shard {url}: stored records that are not {keys.size} "
+                               f"values of {layout.width} bytes")
+    return out.view(np.uint64).reshape(keys.size, layout.words)
 
 
 def _watch(state: RedisState, i: int, token: bytes, pos: bytes) -> bool:
@@ -224,20 +222,23 @@ def _commit(state: RedisState, i: int, new_pos: bytes, writes: bytes, n: int) ->
     ``new_pos`` in one transaction, which Redis drops if a key ``_watch`` watched changed
     since (another compaction moved ``pos``, a reader took the lock, a snapshot paused the
     shard): whether it applied. Redis applies a transaction whole or refuses it whole (a
-    command refused when queued, out of memory say, aborts it)."""
+    command refused when queued, out of memory say, aborts it). The replies (one per
+    command) are read as bytes (``replies``)."""
+    url = state.shards[i].url
     pos_key = state.shards[i].prefix.encode() + b"pos"
-    got = transport.pipeline(state, i, command(b"MULTI") + writes
-                             + command(b"SET", pos_key, new_pos) + command(b"EXEC"), n + 3)
-    result = got[-1]
-    if result is None:
+    buf, starts, errors = transport.pipeline_raw(
+        state, i, command(b"MULTI") + writes + command(b"SET", pos_key, new_pos)
+        + command(b"EXEC"), n + 3)
+    start = int(starts[-1])
+    header = buf[start:start + 8].tobytes().split(b"\r\n", 1)[0]
+    if header in (b"*-1", b"_"):  # dropped: a watched key changed
         return False
-    if isinstance(result, Exception):
-        raise StoreUnavailable(f"shard {state.shards[i].url}: compaction refused: {result}")
-    failed = [r for r in result if isinstance(r, Exception)]
-    if failed:  # a bucket key of another type: the others were written
-        raise StoreUnavailable(f"shard {state.shards[i].url}: compaction wrote "
-                               f"{len(result) - len(failed)} of {len(result)} commands: "
-                               f"{failed[0]}")
+    if header[:1] == b"-":
+        raise StoreUnavailable(f"shard {url}: compaction refused: "
+                               f"{replies.first_error(buf, start, buf.size)}")
+    if errors[-1]:  # a bucket key of another type: the others were written
+        raise StoreUnavailable(f"shard {url}: compaction wrote {n + 1 - int(errors[-1])} of "
+                               f"{n + 1} commands: {replies.first_error(buf, start, buf.size)}")
     return True
 
 

@@ -75,6 +75,13 @@ class Shard:
         """The reply to the next of several commands sent in one payload."""
         return self.conn.read_response()
 
+    def raw_socket(self) -> tuple[Any, int]:
+        """The socket the last ``send`` wrote to, to read its replies as bytes
+        (``transport.pipeline_raw``), and how many replies come ahead of the payload's own
+        (none here). redis-py's parser holds no bytes of them: the replies of every payload
+        are read whole before the next is sent, and a connection that failed is dropped."""
+        return self.conn._sock, 0
+
     def reset(self) -> None:
         """Drop the raw connection (after an error its stream position is unknown)."""
         self.epoch += 1

@@ -11,9 +11,12 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 from redis.exceptions import AskError, MovedError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..errors import StoreConfigError, StoreError, StoreUnavailable
+from . import replies
 from .cluster import MAX_REDIRECTS, WAIT, SlotGroup
 from .shard import TRANSIENT, Shard, is_noscript
 
@@ -124,6 +127,37 @@ def pipeline(state: Shards, i: int, payload: bytes, n: int) -> list[Any]:
         target.reset()
         raise StoreUnavailable(f"shard {target.url}: {exc}") from exc
     return replies
+
+
+def pipeline_raw(state: Shards, i: int, payload: bytes, n: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``pipeline``, its replies read off the socket as bytes (``replies``; a compaction's
+    thousands of them): (the bytes, each reply's offset in them, each reply's error items).
+    Nothing is resent; a lost connection or a stream out of step is reset and raised as
+    ``StoreUnavailable``."""
+    target = state.shards[i]
+    buf = np.empty(max(1 << 16, 2 * n * 16), dtype=np.uint8)
+    end = pos = done = 0
+    try:
+        target.send(payload)
+        sock, ahead = target.raw_socket()
+        want = n + ahead
+        starts = np.empty(want, dtype=np.int64)
+        errors = np.empty(want, dtype=np.int64)
+        while done < want:
+            if end == buf.size:
+                buf = np.concatenate([buf, np.empty(buf.size, dtype=np.uint8)])
+            got = sock.recv_into(memoryview(buf)[end:])  # type: ignore[arg-type]
+            if not got:
+                raise RedisConnectionError("the connection closed mid-reply")
+            end += got
+            pos, done = replies.scan(buf, pos, end, want, starts, errors, done)
+        if pos != end:
+            raise RedisConnectionError(f"{end - pos} bytes after the replies expected")
+    except TRANSIENT as exc:
+        target.reset()
+        raise StoreUnavailable(f"shard {target.url}: {exc}") from exc
+    return buf[:end], starts[ahead:], errors[ahead:]
 
 
 def _failed(state: Shards, i: int, exc: BaseException, attempts: int) -> None:
