@@ -63,6 +63,27 @@ def _auc(bins: np.ndarray) -> float:
     return area / (npos * nneg)
 
 
+@kernel
+def _calibration(bins: np.ndarray, buckets: int, sums: np.ndarray) -> None:
+    """Rows, sum of p (bin centres) and positives per calibration bucket, into ``sums``
+    (3, buckets): each non-empty bin goes whole to the bucket where its first row falls.
+    One pass over the 2^20 bins (numpy's passes took 20 ms of each dashboard sample)."""
+    nbins = bins.size // 2
+    total = 0.0
+    for b in range(nbins):
+        total += bins[2 * b] + bins[2 * b + 1]
+    before = 0.0  # rows in lower bins: counts, exact in float64
+    for b in range(nbins):
+        c = np.float64(bins[2 * b] + bins[2 * b + 1])
+        if c == 0.0:
+            continue
+        k = min(int((before * buckets) // total), buckets - 1)
+        before += c
+        sums[0, k] += c
+        sums[1, k] += c * ((b + 0.5) / nbins)
+        sums[2, k] += bins[2 * b + 1]
+
+
 class ProgressiveMetrics:
     """Running logloss, AUC and calibration of progressive predictions."""
 
@@ -110,21 +131,10 @@ class ProgressiveMetrics:
     def calibration_buckets(self, buckets: int = 10) -> list[dict[str, float]]:
         """Predicted against observed CTR in ``buckets`` groups of about equal row counts,
         by increasing p (a reliability diagram): ``rows``, ``mean_p``, ``ctr`` each."""
-        neg, pos = self._bins[0::2], self._bins[1::2]
-        counts = neg + pos
-        nz = np.flatnonzero(counts)
-        if not nz.size:
-            return []
-        c = counts[nz].astype(np.float64)
-        total = c.sum()
-        # a bin goes whole to the bucket where its first row falls
-        bucket = np.minimum(((np.cumsum(c) - c) * buckets) // total, buckets - 1).astype(
-            np.int64)
-        rows = np.bincount(bucket, weights=c, minlength=buckets)
-        sum_p = np.bincount(bucket, weights=c * ((nz + 0.5) / AUC_BINS), minlength=buckets)
-        sum_y = np.bincount(bucket, weights=pos[nz].astype(np.float64), minlength=buckets)
+        sums = np.zeros((3, buckets), dtype=np.float64)
+        _calibration(self._bins, buckets, sums)
         return [{"rows": int(n), "mean_p": float(sp / n), "ctr": float(sy / n)}
-                for n, sp, sy in zip(rows, sum_p, sum_y, strict=True) if n > 0]
+                for n, sp, sy in zip(*sums, strict=True) if n > 0]
 
     def as_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "logloss": self.logloss, "auc": self.auc,

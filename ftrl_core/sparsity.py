@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ._jit import kernel
 from .fields import FieldRegistry
-from .hashing import HASHED_FIELD, field_of_keys
+from .hashing import HASHED_FIELD, key_field
 
 
 @dataclass
@@ -23,23 +25,48 @@ class Sparsity:
                 "fields": self.fields}
 
 
-class SparsityCounter:
-    """Accumulates per-field coordinates, non-zeros and L1 mass over chunks of weights."""
+@kernel
+def _tally(keys: np.ndarray, weights: np.ndarray, coords: np.ndarray, nnz: np.ndarray,
+           mass: np.ndarray, low: float, per_decade: float, hist: np.ndarray) -> None:
+    """Per field (the key's; ``HASHED_FIELD`` for any other): coordinates, non-zero
+    weights and L1 mass; and, if ``hist`` has bins, each non-zero |w| counted in bin
+    floor((log10 |w| - low) * per_decade), the end bins taking what lies outside. One pass
+    (numpy's bincounts, masks and logarithms took 30 ms of a dashboard sample over 850k
+    coordinates)."""
+    top = coords.size - 1
+    bins = hist.size
+    for i in range(keys.size):
+        f = key_field(keys[i])
+        if f < 0 or f > top:
+            f = top
+        w = weights[i]
+        coords[f] += 1
+        mass[f] += abs(w)
+        if w != 0.0:
+            nnz[f] += 1.0
+            if bins:
+                b = math.floor((math.log10(abs(w)) - low) * per_decade)
+                hist[min(max(b, 0), bins - 1)] += 1
 
-    def __init__(self) -> None:
+
+class SparsityCounter:
+    """Accumulates per-field coordinates, non-zeros and L1 mass over chunks of weights,
+    and with ``hist_bins``, the histogram of |w| over log10 bins from 10**``hist_low``,
+    ``hist_per_decade`` to a decade."""
+
+    def __init__(self, hist_bins: int = 0, hist_low: float = 0.0,
+                 hist_per_decade: float = 1.0) -> None:
         n_slots = HASHED_FIELD + 1
         self.coords = np.zeros(n_slots, dtype=np.int64)
         self.nnz = np.zeros(n_slots, dtype=np.float64)
         self.mass = np.zeros(n_slots, dtype=np.float64)
+        self.hist = np.zeros(hist_bins, dtype=np.int64)
+        self._hist_scale = (float(hist_low), float(hist_per_decade))
 
     def add(self, keys: np.ndarray, weights: np.ndarray) -> None:
-        fids = field_of_keys(keys)
-        fids = np.where((fids >= 0) & (fids <= HASHED_FIELD), fids, HASHED_FIELD)
-        n_slots = self.coords.size
-        self.coords += np.bincount(fids, minlength=n_slots)
-        self.nnz += np.bincount(fids, weights=(weights != 0.0).astype(np.float64),
-                                minlength=n_slots)
-        self.mass += np.bincount(fids, weights=np.abs(weights), minlength=n_slots)
+        _tally(np.ascontiguousarray(keys, dtype=np.uint64),
+               np.ascontiguousarray(weights, dtype=np.float64), self.coords, self.nnz,
+               self.mass, *self._hist_scale, self.hist)
 
     def result(self, registry: FieldRegistry) -> Sparsity:
         per_field = {

@@ -186,6 +186,19 @@ def _absent_keys(words: np.ndarray, stride: int, capacity: int, keys: np.ndarray
 
 
 @kernel
+def _live_keys(words: np.ndarray, stride: int, start: int, stop: int, out: np.ndarray) -> int:
+    """The keys in slots ``start:stop``, in slot order, to ``out``; their count (one pass:
+    numpy's mask and gather over the strided key column took twice as long)."""
+    n = 0
+    for s in range(start, stop):
+        key = words[s * stride]
+        if key != np.uint64(0):
+            out[n] = key
+            n += 1
+    return n
+
+
+@kernel
 def _lookup_many(words: np.ndarray, stride: int, keys: np.ndarray, out: np.ndarray) -> None:
     capacity = words.size // stride
     for i in range(keys.size):
@@ -277,10 +290,10 @@ class StateTable:
 
     def iter_keys(self, chunk: int = 1 << 20) -> Iterator[np.ndarray]:
         """The live keys, ``chunk`` slots at a time (no table-sized temporaries)."""
-        column = self.words[:: self.stride]
         for start in range(0, self.capacity, chunk):
-            part = column[start:start + chunk]
-            yield part[part != 0]
+            stop = min(start + chunk, self.capacity)
+            out = np.empty(stop - start, dtype=np.uint64)
+            yield out[:_live_keys(self.words, self.stride, start, stop, out)]
 
     def records(self) -> np.ndarray:
         """The live records as a (size, stride) uint64 array (a copy)."""

@@ -116,16 +116,9 @@ def freeze(models: Sequence[tuple[str, Model]],
 def compute(frozen: _Frozen) -> ModelStats:
     """The pass over one frozen learner's weights (no lock needed)."""
     opt = frozen.optimizer
-    counter = SparsityCounter()
-    hist = np.zeros(ABS_W_BINS, dtype=np.int64)
+    counter = SparsityCounter(ABS_W_BINS, ABS_W_LOW, ABS_W_PER_DECADE)
     for keys in opt.table.iter_keys():
-        w = opt.weights(keys)
-        counter.add(keys, w)
-        a = np.abs(w[w != 0.0])
-        if a.size:
-            idx = np.floor((np.log10(a) - ABS_W_LOW) * ABS_W_PER_DECADE)
-            hist += np.bincount(np.clip(idx, 0, ABS_W_BINS - 1).astype(np.int64),
-                                minlength=ABS_W_BINS)
+        counter.add(keys, opt.weights(keys))
     sp = counter.result(frozen.registry)
     bounded = None if frozen.bounded is None else bounded_fields(
         frozen.bounded, counter.coords, frozen.registry)
@@ -136,7 +129,7 @@ def compute(frozen: _Frozen) -> ModelStats:
         name=frozen.name, primary=frozen.primary, optimizer=cfg["optimizer"],
         params={**cfg["params"], **cfg.get("extra", {})}, rows=m.rows,
         logloss=finite(m.logloss), auc=finite(m.auc), calibration=finite(m.calibration),
-        fields=sp.fields, abs_w_counts=hist.tolist(),
+        fields=sp.fields, abs_w_counts=counter.hist.tolist(),
         calibration_buckets=m.calibration_buckets(CALIBRATION_BUCKETS),
         bounded_fields=bounded)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 
 from ftrl_core.batch import Batch
 from ftrl_core.bounded import make_bounds
@@ -58,3 +59,42 @@ def test_frozen_figures_are_those_of_the_moment_of_the_copy() -> None:
     assert later == compute(reference(model)) and later.version > got.version
     if again.optimizer.table.words.shape == frozen.optimizer.table.words.shape:
         assert again.optimizer.table.words is frozen.optimizer.table.words
+
+
+def test_the_pass_counts_fields_and_the_abs_w_histogram_as_written_plainly() -> None:
+    """``compute``'s per-field coordinates, non-zeros and L1 mass and its |w| histogram
+    against the rule written plainly, one stored coordinate at a time (a model with zero
+    weights and weights spread over the bins); weights beyond the bins go to the end ones."""
+    import math
+
+    from ftrl_core.sparsity import SparsityCounter
+    from service.modelstats import ABS_W_BINS, ABS_W_LOW, ABS_W_PER_DECADE
+
+    model = Model(OPTIMIZERS["ftrl"](alpha=5.0, l1=0.5), FieldRegistry(), FeatureOptions())
+    for s in range(6):
+        model.learn(batch(s))
+    opt = model.optimizer
+    keys = opt.table.keys()
+    weights = opt.weights(keys)
+    assert (weights == 0).any() and (weights != 0).any()
+    fields: dict[int, list[float]] = {}
+    hist = [0] * ABS_W_BINS
+    for k, w in zip(keys.tolist(), weights.tolist(), strict=True):
+        f = fields.setdefault((k >> 54) - 1, [0, 0, 0.0])
+        f[0] += 1
+        f[1] += w != 0.0
+        f[2] += abs(w)
+        if w != 0.0:
+            b = math.floor((math.log10(abs(w)) - ABS_W_LOW) * ABS_W_PER_DECADE)
+            hist[min(max(b, 0), ABS_W_BINS - 1)] += 1
+    stats = compute(reference(model))
+    assert stats.abs_w_counts == hist and sum(hist) == stats.nnz
+    assert stats.coordinates == keys.size
+    got = {model.registry.name(f): v for f, v in fields.items()}
+    assert {n: (v["coordinates"], v["nnz"]) for n, v in stats.fields.items()} == \
+        {n: (v[0], v[1]) for n, v in got.items()}
+    for n, v in stats.fields.items():
+        assert v["l1"] == pytest.approx(got[n][2], rel=1e-12)
+    ends = SparsityCounter(ABS_W_BINS, ABS_W_LOW, ABS_W_PER_DECADE)
+    ends.add(keys[:3], np.array([1e-12, -1e5, 0.0]))
+    assert (ends.hist[0], ends.hist[-1], ends.hist.sum()) == (1, 1, 2)
