@@ -18,10 +18,10 @@ from ._jit import inline_kernel, kernel
 from .batch import Batch
 from .table import MAX_LOAD, StateTable, find_or_insert, find_slot, prefetch_key
 
-#: rows ahead whose slots the kernels that write the cache (``_cache_slot``) and the capture
-#: prefetch: each lookup is a miss in a table of millions of coordinates, and a few in
-#: flight overlap (``_fold``, 40k rows into 850k coordinates: 4.4 ms -> 1.4-2.5; a capture
-#: of 1,000 syn1m rows, 0.73 ms -> 0.51 with the sizing of ``DeltaTracker.clear``)
+#: rows ahead whose slots the kernels that write the cache (``_cache_slot``), the capture and
+#: the collection prefetch: each lookup is a miss in a table of millions of coordinates, and
+#: a few in flight overlap (``_fold``, 40k rows into 850k coordinates: 4.4 ms -> 1.4-2.5; a
+#: capture of 1,000 syn1m rows, 0.73 ms -> 0.51 with the sizing of ``DeltaTracker.clear``)
 AHEAD = 8
 
 
@@ -63,7 +63,10 @@ def _capture(words, stride, capacity, base, base_capacity, base_meta, keys):  # 
 @kernel
 def _collect(words, stride, capacity, base, keys_out, base_out, cur_out):  # type: ignore[no-untyped-def]
     n = 0
-    for b in range(base.size // stride):
+    slots = base.size // stride
+    for b in range(slots):
+        if b + AHEAD < slots and base[(b + AHEAD) * stride] != np.uint64(0):
+            prefetch_key(words, stride, capacity, base[(b + AHEAD) * stride])
         key = base[b * stride]
         if key == np.uint64(0):
             continue
@@ -154,13 +157,16 @@ def _fold(words, lanes, stride, capacity, meta, base, blanes,  # type: ignore[no
 
 
 def fold_rows(table: StateTable, keys: np.ndarray, base: np.ndarray, cur: np.ndarray,
-              dtype: type, pending: StateTable | None = None) -> None:
+              dtype: type, pending: StateTable | None = None, absent: int | None = None
+              ) -> None:
     """Apply delta rows (``keys``, base and current records as (n, stride - 1) uint64) to
     ``table`` in order, by the shared merge rule (``_fold``); with ``pending`` (a tracker's
-    base table), keys learned on since the last flush keep what was learned on top."""
+    base table), keys learned on since the last flush keep what was learned on top.
+    ``absent``: at most that many of the keys are not in ``table`` yet (None: any row's may
+    not be), the room the table is grown for."""
     if keys.size == 0:
         return
-    table.ensure_room(keys.size)
+    table.ensure_room(keys.size if absent is None else absent)
     per = table.stride - 1
     rb = np.ascontiguousarray(base, dtype=np.uint64).reshape(keys.size, per)
     rc = np.ascontiguousarray(cur, dtype=np.uint64).reshape(keys.size, per)

@@ -4,6 +4,7 @@ of a real redis-server read off the socket against redis-py's own reading."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -67,13 +68,13 @@ def test_scan_finds_each_reply_as_hiredis_does(seed: int) -> None:
     starts = np.zeros(len(made), dtype=np.int64)
     errors = np.zeros(len(made), dtype=np.int64)
     pos = done = 0
-    cuts = sorted(rng.sample(range(len(data) + 1), min(5, len(data) + 1))) + [len(data)]
+    cuts = [*sorted(rng.sample(range(len(data) + 1), min(5, len(data) + 1))), len(data)]
     for end in cuts:
         pos, done = replies.scan(buf, pos, end, len(made), starts, errors, done)
         assert pos <= end and done <= len(made)
     assert (pos, done) == (len(data), len(made))
     bounds = [*starts.tolist(), len(data)]
-    alone = [_whole(data[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    alone = [_whole(data[a:b]) for a, b in itertools.pairwise(bounds)]
     assert [len(x) for x in alone] == [1] * len(made)
     assert repr([x[0] for x in alone]) == repr(_whole(data))
     assert errors.tolist() == [e for _, e in made]

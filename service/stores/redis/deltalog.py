@@ -122,11 +122,16 @@ class DeltaLogLayout(BucketLayout):
         self.writes(b"", keys, buckets, recs)
         self.parse_rows([self.rows(keys, recs, recs).tobytes()])
 
+    @property
+    def row_bytes(self) -> int:
+        """The bytes of one row of an entry: its key, base record and current record."""
+        return 8 * (1 + 2 * self.words)
+
     def parse_rows(self, blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keys, base records, current records) of entries' rows, in order."""
         data = np.frombuffer(b"".join(blobs), dtype=np.uint64) if blobs else \
             np.empty(0, dtype=np.uint64)
-        step = 1 + 2 * self.words
+        step = self.row_bytes // 8
         if data.size % step:
             raise ValueError(f"log rows of {data.size} words, not a multiple of {step}")
         table = data.reshape(-1, step)
@@ -324,14 +329,23 @@ def compact(state: RedisState, i: int, trim: bool = False) -> int:
             return 0
         keys, base, cur = layout.parse_rows([e[2] for e in entries])
         stride = state.model.optimizer.stride
-        table = StateTable(stride)  # the distinct keys: a hash table, not a sort
-        store_records(table, keys, np.zeros((keys.size, stride - 1), dtype=np.uint64))
-        touched, buckets = layout.by_bucket(table.keys())
+        # the distinct keys: a hash table, not a sort, filled an entry at a time so that
+        # it grows with them, not with the rows (a flush's rows are distinct: 64 entries of
+        # 20k rows touch about 200k keys, not 1.3M); then their stored records, in place
         table = StateTable(stride)
+        sizes = [len(e[2]) // layout.row_bytes for e in entries]
+        zeros = np.zeros((max(sizes, default=0), stride - 1), dtype=np.uint64)
+        start = 0
+        for size in sizes:
+            store_records(table, keys[start:start + size], zeros[:size])
+            start += size
+        touched, buckets = layout.by_bucket(table.keys())
+        slots = table.lookup(touched)
         if touched.size:
-            store_records(table, touched, _stored(state, i, layout, touched, buckets))
-        fold_rows(table, keys, base, cur, state.model.optimizer.state_dtype)
-        recs = table.words.reshape(table.capacity, table.stride)[table.lookup(touched), 1:]
+            table.words.reshape(table.capacity, stride)[slots, 1:] = \
+                _stored(state, i, layout, touched, buckets)
+        fold_rows(table, keys, base, cur, state.model.optimizer.state_dtype, absent=0)
+        recs = table.words.reshape(table.capacity, stride)[slots, 1:]
         new_pos = entries[-1][0] if entries else pos
         writes, n = layout.writes(shard.prefix.encode(), touched, buckets,
                                   np.ascontiguousarray(recs))
