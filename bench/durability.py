@@ -302,7 +302,11 @@ def redis_cycles(data: Path, cycles: int, tmp: Path) -> None:
         deadline = time.monotonic() + 120
         while (len(seen) < 2 or any(v < 0 for v in seen.values())) \
                 and time.monotonic() < deadline:
-            info: dict[str, Any] = httpx.get(server.url + "/v1/model", timeout=30).json()
+            try:
+                info: dict[str, Any] = httpx.get(server.url + "/v1/model", timeout=30).json()
+            except httpx.TransportError:  # a worker killed last is being replaced
+                time.sleep(0.1)
+                continue
             seen[info["worker"]] = info["rows"] if info["unflushed_rows"] == 0 else -1
             time.sleep(0.1)
     finally:
