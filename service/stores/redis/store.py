@@ -370,8 +370,12 @@ class RedisStore:
     async def _flusher(self) -> None:
         while True:
             timeout = self._next_check()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # comes as the event is set (CPython gh-86296), and the stopping app's gather
+            # then waited for this loop forever (tests/test_service_redis.py hung 1 run in 6)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             if self._due():
                 with contextlib.suppress(StoreUnavailable):
