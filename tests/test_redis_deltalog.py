@@ -170,6 +170,40 @@ def test_two_workers_hold_the_log_folded_in_order(
     b.close()
 
 
+def test_a_compaction_turn_keeps_up_with_a_long_log(
+        criteo_file: Path, redis_shards: list[RedisServer],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On its timer a worker folds a shard's log again while a compaction found a full
+    batch (up to ``COMPACT_ROUNDS`` a turn), so that a log appended to faster than one
+    batch a turn is still folded; each compaction folds one batch, the oldest first; the
+    state is the same."""
+    monkeypatch.setattr(deltalog, "COMPACT_EVERY", 1e9)  # compacted below, by hand
+    a, b = two_workers(redis_shards, "rounds")
+    learn_turns(a, b, criteo_file, 7)  # 7 entries on each shard
+    want = fold_plainly(log_entries(a))
+    monkeypatch.setattr(deltalog, "COMPACT_ENTRIES", 2)
+    monkeypatch.setattr(deltalog, "COMPACT_ROUNDS", 3)
+    monkeypatch.setattr(deltalog, "COMPACT_EVERY", 0.0)
+
+    ids = [[e[0] for e in s.client.xrange(s.prefix + "log")] for s in a.shards]
+
+    def folded_upto() -> list[int]:
+        """Entries up to each shard's ``pos``."""
+        out = []
+        for s, shard_ids in zip(a.shards, ids, strict=True):
+            pos = s.client.get(s.prefix + "pos") or deltalog.START
+            out.append(sum(not deltalog.id_before(pos, i) for i in shard_ids))
+        return out
+
+    assert a.compact() > 0
+    assert folded_upto() == [6, 6]  # 3 rounds of 2
+    assert a.compact() > 0
+    assert folded_upto() == [7, 7]  # a batch of 1: the turn stops
+    assert records_of(snapshot(a).optimizer.table.records()) == want
+    a.close()
+    b.close()
+
+
 def test_compaction_yields_to_a_lock_holder_and_to_a_moved_position(
         criteo_file: Path, redis_shards: list[RedisServer],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,7 +216,7 @@ def test_compaction_yields_to_a_lock_holder_and_to_a_moved_position(
     shard = a.shards[0]
     client = shard.client
     client.set(shard.prefix + "lock", b"reader", px=60_000)
-    assert deltalog.compact(a, 0) == 0
+    assert deltalog.compact(a, 0) == (0, 0)
     assert client.get(shard.prefix + "pos") is None
     client.delete(shard.prefix + "lock")
     before = snapshot(a).optimizer.table.records()
@@ -192,7 +226,7 @@ def test_compaction_yields_to_a_lock_holder_and_to_a_moved_position(
     keys, buckets = layout.by_bucket(keys)
     writes, n = layout.writes(shard.prefix.encode(), keys, buckets,
                               np.ones((1, layout.words), dtype=np.uint64))
-    assert deltalog.compact(a, 0) > 0
+    assert deltalog.compact(a, 0).coordinates > 0
     pos = client.get(shard.prefix + "pos")
     assert pos is not None and pos != deltalog.START
     token = b"late"

@@ -287,6 +287,50 @@ async def test_shard_down_and_back_loses_nothing(redis_shards: list[RedisServer]
             back.stop()
 
 
+async def test_a_compaction_does_not_hold_flushes_back(
+        redis_shards: list[RedisServer], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush that comes due while the delta log is being compacted leaves at once: the
+    compaction runs on its own timer (a compaction made to wait here until the test lets
+    it go), not in the flusher's loop, where every flush waited for it."""
+    import threading
+
+    from service.stores.redis import RedisState, deltalog
+
+    monkeypatch.setattr(deltalog, "COMPACT_EVERY", 0.1)
+    started, release = threading.Event(), threading.Event()
+    compact = RedisState.compact
+
+    def held_compact(self: RedisState, force: bool = False) -> int:
+        if not force and not release.is_set():
+            started.set()
+            release.wait(30.0)
+        return compact(self, force)
+
+    monkeypatch.setattr(RedisState, "compact", held_compact)
+    events = some_events(300, seed=23)
+    try:
+        async with running_app(settings(state=url(redis_shards), data_dir=tmp_path,
+                                        sync_every_events=100)) as client:
+            await train_all(client, events[:100], size=100)
+            deadline = anyio.current_time() + 20.0
+            while not started.is_set():
+                assert anyio.current_time() < deadline, "no compaction started"
+                await anyio.sleep(0.02)
+            await train_all(client, events[100:300], size=100)  # flushes due
+            deadline = anyio.current_time() + 20.0
+            while True:
+                store = (await client.get("/readyz")).json()["store"]
+                if store["rows_pending"] == 0:
+                    break
+                assert anyio.current_time() < deadline, store
+                await anyio.sleep(0.05)
+            assert not release.is_set()  # flushed while the compaction was held
+            release.set()
+    finally:
+        release.set()
+
+
 async def test_without_a_data_dir_an_answer_waits_for_its_flush(
         redis_shards: list[RedisServer]) -> None:
     """Without a data directory a batch is durable only once its flush is applied: a flush

@@ -12,7 +12,7 @@ Examples:
       # one learner process and two prediction workers mapping its model (memory store)
   ctr serve --workers 2 --state redis://127.0.0.1:7001,redis://127.0.0.1:7002 --data-dir D
       # two processes sharing one model through two Redis shards, each with its own
-      # write-ahead log (deltas flushed every 250 ms or 8,000 rows; --sync-every-events N /
+      # write-ahead log (deltas flushed every 250 ms or 4,000 rows; --sync-every-events N /
       # --sync-every-ms MS choose otherwise)
   ctr serve --variants "rda:lambda=1e-4,fobos:lambda=1e-4,ftrl:alpha=0.1;l1=5;name=strong"
       # then open http://127.0.0.1:8000/dashboard

@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -66,6 +66,11 @@ if TYPE_CHECKING:
 COMPACT_EVERY = 2.0
 #: entries folded by one compaction at most (its transaction holds the shard meanwhile)
 COMPACT_ENTRIES = 64
+#: compactions a worker runs on a shard per turn while each finds a full COMPACT_ENTRIES
+#: (a log that grew faster than one a turn folds: every flush of every worker appends an
+#: entry to each shard, and with 2 workers flushing every 2,000 rows at 75k events/s each,
+#: 75 entries a second arrive where one compaction a turn per worker folds 64)
+COMPACT_ROUNDS = 4
 #: fields one HMGET or HSET of a compaction carries at most (a bucket holds about 100)
 FIELDS_PER_COMMAND = 500
 #: how long (ms) a worker's cursor keeps the entries it has not read from the trim
@@ -311,22 +316,29 @@ def _read_locked(state: RedisState, i: int, token: bytes | None
     return table, entries, pos
 
 
-def compact(state: RedisState, i: int, trim: bool = False) -> int:
+class Folded(NamedTuple):
+    """What one compaction did: the distinct coordinates it wrote and the entries it
+    folded (both 0: nothing to fold, or another worker or a reader held the lock)."""
+
+    coordinates: int
+    entries: int
+
+
+def compact(state: RedisState, i: int, trim: bool = False) -> Folded:
     """Fold shard ``i``'s oldest entries after ``pos`` into its buckets (at most
-    ``COMPACT_ENTRIES``); the distinct coordinates written (0: nothing to fold, or another
-    worker or a reader holds the lock). ``trim``: with nothing to fold, trim the log all
-    the same (a worker stopping)."""
+    ``COMPACT_ENTRIES``). ``trim``: with nothing to fold, trim the log all the same (a
+    worker stopping)."""
     layout = state.layout
     assert isinstance(layout, DeltaLogLayout) and state.model is not None
     shard = state.shards[i]
     token = _lock(state, i, LOCK_MS, 0.0)
     if token is None:
-        return 0
+        return Folded(0, 0)
     try:
         pos = state.call(i, "get", shard.prefix + "pos") or START
         entries = _entries(state, i, pos, COMPACT_ENTRIES)
         if not entries and not (trim and state.call(i, "xlen", shard.prefix + "log")):
-            return 0
+            return Folded(0, 0)
         keys, base, cur = layout.parse_rows([e[2] for e in entries])
         stride = state.model.optimizer.stride
         # the distinct keys: a hash table, not a sort, filled an entry at a time so that
@@ -352,9 +364,9 @@ def compact(state: RedisState, i: int, trim: bool = False) -> int:
         with state.wire:
             applied = _watch(state, i, token, pos) and _commit(state, i, new_pos, writes, n)
         if not applied:
-            return 0
+            return Folded(0, 0)
         _trim(state, i, token, new_pos)
-        return int(touched.size)
+        return Folded(int(touched.size), len(entries))
     finally:
         _unlock(state, i, token)  # the trim released it when it ran
 

@@ -35,10 +35,16 @@ from dataclasses import dataclass
 #: within 0.002 of one process
 ADAPTIVE_MS = 250.0
 #: pending rows that make a flush due at once: the progressive logloss of two workers
-#: against one process grows with the rows each learns between two flushes (syn1m, 2
-#: workers: +0.0011-0.0013 at about 6,000 rows per worker and window, +0.0016-0.0019 at
-#: 10,000, +0.0020 at 13,000), so at high rates the window is bounded in rows
-ADAPTIVE_ROWS = 8_000
+#: against one process grows with the rows each learns between two flushes, and faster on
+#: data whose vocabulary drifts (new keys, learned by one worker and unseen by the other
+#: until the next flush), while smaller windows carry more rows in all (a key repeated
+#: within a window is sent once). bench/redis_ingest.py, 2 workers, 2026-12-03, the
+#: Sapphire Rapids kind, in turn with the code before (8,000 rows, and compactions that
+#: held flushes back: ``RedisStore._compactor``): on syn1m +0.0005 at 2,000 rows,
+#: +0.0007 at 4,000, +0.0011-0.0013 at 8,000; with 30% of the vocabulary replaced every
+#: 100k rows +0.0012, +0.0015, +0.0024-0.0026; throughput 15-21% lower at 2,000 rows,
+#: 6-10% at 4,000 (133-155k events/s)
+ADAPTIVE_ROWS = 4000
 #: pending coordinates that make a flush due at once: far above what a 250 ms window holds
 #: at 100k events/s (about 56k per worker on syn1m), a bound on one flush script's time on
 #: each shard (3-5 us a coordinate, split over the shards) when a burst comes

@@ -616,11 +616,13 @@ class RedisState:
         written = 0
         for shard in self.shards:
             # forced: until the log is folded, or as many calls as a few seconds of
-            # traffic take (other workers may go on appending meanwhile)
-            for _ in range(64 if force else 1):
-                n = deltalog.compact(self, shard.index, trim=force)
-                written += n
-                if not n:
+            # traffic take (other workers may go on appending meanwhile); on the timer:
+            # again while a call finds a full batch, so that the log cannot outgrow it
+            for _ in range(64 if force else deltalog.COMPACT_ROUNDS):
+                folded = deltalog.compact(self, shard.index, trim=force)
+                written += folded.coordinates
+                if not folded.entries or (not force
+                                          and folded.entries < deltalog.COMPACT_ENTRIES):
                     break
         return written
 
