@@ -340,8 +340,10 @@ class RedisStore:
                         "; it stays pending and is retried: resend it with the same "
                         "Idempotency-Key for its answer once it lands (without a key the "
                         "resend is learned again; a --data-dir avoids this)")
+                # asyncio.timeout, not wait_for (the flusher's reason: a swallowed cancel)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._applied.wait(), left)
+                    async with asyncio.timeout(left):
+                        await self._applied.wait()
 
     # -- flushing -----------------------------------------------------------------------------
 
