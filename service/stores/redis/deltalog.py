@@ -68,8 +68,8 @@ COMPACT_EVERY = 2.0
 COMPACT_ENTRIES = 64
 #: compactions a worker runs on a shard per turn while each finds a full COMPACT_ENTRIES
 #: (a log that grew faster than one a turn folds: every flush of every worker appends an
-#: entry to each shard, and with 2 workers flushing every 2,000 rows at 75k events/s each,
-#: 75 entries a second arrive where one compaction a turn per worker folds 64)
+#: entry to each shard, so 2 workers flushing every 2,000 rows at 75k events/s each, say,
+#: bring 75 entries a second where one compaction a turn by each folds 64 in all)
 COMPACT_ROUNDS = 4
 #: fields one HMGET or HSET of a compaction carries at most (a bucket holds about 100)
 FIELDS_PER_COMMAND = 500
