@@ -38,8 +38,8 @@ ADAPTIVE_MS = 250.0
 #: against one process grows with the rows each learns between two flushes, and faster on
 #: data whose vocabulary drifts (new keys, learned by one worker and unseen by the other
 #: until the next flush), while smaller windows carry more rows in all (a key repeated
-#: within a window is sent once). bench/redis_ingest.py, 2 workers, 2026-12-03, the
-#: Sapphire Rapids kind, in turn with the code before (8,000 rows, and compactions that
+#: within a window is sent once). bench/redis_ingest.py, 2 workers, 2026-12-03, an Intel
+#: Xeon with AMX, in turn with the code before (8,000 rows, and compactions that
 #: held flushes back: ``RedisStore._compactor``): on syn1m +0.0005 at 2,000 rows,
 #: +0.0007 at 4,000, +0.0011-0.0013 at 8,000; with 30% of the vocabulary replaced every
 #: 100k rows +0.0012, +0.0015, +0.0024-0.0026; throughput 15-21% lower at 2,000 rows,
