@@ -96,12 +96,17 @@ class DeltaLogLayout(BucketLayout):
         return command(b"EVALSHA", sha, len(declared), *declared, *head, b"f", worker, cursor,
                        self.rows(keys, base, cur).tobytes())
 
-    def by_bucket(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``keys`` in the order of their buckets, and those buckets (one sort serves a
-        compaction's reads and writes)."""
+    def bucket_order(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The order that sorts ``keys`` by bucket, and their buckets in that order (one
+        sort serves a compaction's reads and writes)."""
         bucket, _ = self.route(keys)
         order = np.argsort(bucket)
-        return np.ascontiguousarray(keys[order]), np.ascontiguousarray(bucket[order])
+        return order, np.ascontiguousarray(bucket[order])
+
+    def by_bucket(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``keys`` in the order of their buckets, and those buckets."""
+        order, buckets = self.bucket_order(keys)
+        return np.ascontiguousarray(keys[order]), buckets
 
     def reads(self, prefix: bytes, keys: np.ndarray, buckets: np.ndarray) -> tuple[bytes, int]:
         """HMGET commands, one per bucket, reading the stored records of ``keys`` (in the
@@ -351,8 +356,11 @@ def compact(state: RedisState, i: int, trim: bool = False) -> Folded:
         for size in sizes:
             store_records(table, keys[start:start + size], zeros[:size])
             start += size
-        touched, buckets = layout.by_bucket(table.keys())
-        slots = table.lookup(touched)
+        # the slots in bucket order come from the same sort as the keys (no lookup)
+        live = table.live_slots()
+        order, buckets = layout.bucket_order(table.words[::stride][live])
+        slots = live[order]
+        touched = np.ascontiguousarray(table.words[::stride][slots])
         if touched.size:
             table.words.reshape(table.capacity, stride)[slots, 1:] = \
                 _stored(state, i, layout, touched, buckets)
